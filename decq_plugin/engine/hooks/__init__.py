@@ -1,0 +1,2 @@
+"""Runner hooks."""
+from . import sample_grid_hook  # noqa: F401

@@ -1,0 +1,2 @@
+"""Evaluation: Frechet distance, Inception features and metrics."""
+from . import fid, inception, metrics  # noqa: F401

@@ -1,0 +1,2 @@
+"""Pixel decoders."""
+from .vit_decoder import DECODER_PRESETS, ViTPixelDecoder  # noqa: F401

@@ -1,0 +1,2 @@
+"""Losses: perceptual, adversarial and flow matching."""
+from . import adversarial, flow_matching, perceptual  # noqa: F401
