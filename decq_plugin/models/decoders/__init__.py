@@ -1,2 +1,2 @@
 """Pixel decoders."""
-from .vit_decoder import DECODER_PRESETS, ViTPixelDecoder  # noqa: F401
+from . import vit_decoder  # noqa: F401

@@ -1,0 +1,134 @@
+"""ViT pixel decoder: latent tokens -> image, at B / L / XL sizes.
+
+Patch latents ``[B,C,h,w]`` get a linear in-projection and a fixed 2D sin-cos
+position embedding. DecQ query latents ``[B,Q,Cq]`` get their own linear
+in-projection and learnable position embeddings. Both sequences go through
+pre-LN transformer blocks together; only the patch positions predict pixels
+(final LN, linear to ``p*p*3``, unpatchify).
+"""
+from typing import Dict, Optional, Union
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from decq_plugin.registry import MODELS
+from ..pos_embed import sincos_2d
+from ..transformer_layers import TransformerBlock
+
+#: width / depth / heads / MLP hidden size of the decoder presets.
+DECODER_PRESETS: Dict[str, Dict[str, int]] = {
+    'B': dict(width=768, depth=12, num_heads=12, mlp_dim=3072),
+    'L': dict(width=1024, depth=24, num_heads=16, mlp_dim=4096),
+    'XL': dict(width=1152, depth=28, num_heads=16, mlp_dim=4096),
+}
+
+
+@MODELS.register_module()
+class ViTPixelDecoder(nn.Module):
+    """Decode patch (and query) latents into pixels.
+
+    Args:
+        arch: a key of :data:`DECODER_PRESETS` or a dict with ``width``,
+            ``depth``, ``num_heads``, ``mlp_dim``.
+        in_channels: channels C of the patch latents.
+        grid_size: side h = w of the patch grid.
+        patch_size: pixels per latent patch side (output side =
+            ``grid_size * patch_size``).
+        num_queries: Q query tokens decoded jointly (0: patches only).
+        query_channels: channels of the query latents (default
+            ``in_channels``).
+        out_channels: image channels.
+        grad_checkpointing: recompute block activations in backward.
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'XL',
+                 in_channels: int = 768,
+                 grid_size: int = 16,
+                 patch_size: int = 16,
+                 num_queries: int = 0,
+                 query_channels: Optional[int] = None,
+                 out_channels: int = 3,
+                 qkv_bias: bool = True,
+                 norm_eps: float = 1e-6,
+                 grad_checkpointing: bool = False) -> None:
+        super().__init__()
+        if isinstance(arch, str):
+            if arch not in DECODER_PRESETS:
+                raise ValueError(f"arch='{arch}' is not one of "
+                                 f'{sorted(DECODER_PRESETS)} nor a dict')
+            arch = DECODER_PRESETS[arch]
+        missing = {'width', 'depth', 'num_heads', 'mlp_dim'} - set(arch)
+        if missing:
+            raise ValueError(f'arch dict lacks {sorted(missing)}')
+        if num_queries < 0:
+            raise ValueError(f'num_queries={num_queries} must be >= 0')
+        width = arch['width']
+        self.arch = dict(arch)
+        self.grid_size = grid_size
+        self.patch_size = patch_size
+        self.out_channels = out_channels
+        self.num_queries = num_queries
+        self.grad_checkpointing = grad_checkpointing
+
+        self.patch_in = nn.Linear(in_channels, width)
+        self.register_buffer(
+            'patch_pos', sincos_2d(width, grid_size, grid_size)[None],
+            persistent=False)
+        if num_queries:
+            self.query_in = nn.Linear(query_channels or in_channels, width)
+            self.query_pos = nn.Parameter(torch.zeros(1, num_queries, width))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(width, arch['num_heads'], arch['mlp_dim'],
+                             qkv_bias, norm_eps)
+            for _ in range(arch['depth']))
+        self.norm = nn.LayerNorm(width, eps=norm_eps)
+        self.head = nn.Linear(width, patch_size * patch_size * out_channels)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        if self.num_queries:
+            nn.init.trunc_normal_(self.query_pos, std=0.02)
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """Weight of the pixel head (for the adaptive GAN weight)."""
+        return self.head.weight
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, h*w, p*p*c]`` -> ``[B, c, h*p, w*p]``."""
+        b = x.shape[0]
+        g, p, c = self.grid_size, self.patch_size, self.out_channels
+        x = x.view(b, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4)
+        return x.reshape(b, c, g * p, g * p)
+
+    def forward(self,
+                patch: torch.Tensor,
+                query: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``patch [B,C,h,w]``, ``query [B,Q,Cq]`` -> image ``[B,3,H,W]``
+        (unclamped; [0,1] is the target range)."""
+        if patch.shape[-1] != self.grid_size or patch.shape[-2] != \
+                self.grid_size:
+            raise ValueError(f'patch latents must be [B, C, {self.grid_size}, '
+                             f'{self.grid_size}], got {tuple(patch.shape)}')
+        if (query is None) != (self.num_queries == 0):
+            raise ValueError(
+                f'this decoder expects {self.num_queries} query tokens, got '
+                f'{"none" if query is None else tuple(query.shape)}')
+        x = self.patch_in(patch.flatten(2).transpose(1, 2)) + self.patch_pos
+        n = x.shape[1]
+        if query is not None:
+            q = self.query_in(query) + self.query_pos
+            x = torch.cat([x, q], dim=1)
+        for block in self.blocks:
+            if self.grad_checkpointing and self.training:
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        x = self.head(self.norm(x[:, :n]))
+        return self.unpatchify(x)

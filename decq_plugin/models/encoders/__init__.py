@@ -1,4 +1,2 @@
 """Frozen vision-foundation-model adapters behind one interface."""
-from .base import VFMEncoder  # noqa: F401
-from .mmpretrain_encoder import MMPretrainViTEncoder  # noqa: F401
-from .timm_encoder import TimmViTEncoder  # noqa: F401
+from . import base, mmpretrain_encoder, timm_encoder  # noqa: F401

@@ -1,0 +1,1 @@
+default_scope = 'decq_plugin'

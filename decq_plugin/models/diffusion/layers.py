@@ -1,0 +1,249 @@
+"""Building blocks of DiT-DH: norms, SwiGLU, 2D axial RoPE, adaLN blocks and
+the timestep / class-label embedders.
+
+Shapes: ``B`` batch, ``N`` tokens, ``D`` width, ``H`` heads, ``d`` head dim.
+"""
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN modulation ``x * (1 + scale) + shift``.
+
+    ``x``: [B, N, D]; ``shift``/``scale``: [B, 1, D] (one condition per
+    sample) or [B, N, D] (one condition per token).
+    """
+    return x * (1 + scale) + shift
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learnable gain, computed in float32.
+
+    [..., D] -> [..., D] (same dtype as the input).
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        if dim <= 0:
+            raise ValueError(f'dim must be positive, got {dim}')
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (xf * self.weight.float()).to(x.dtype)
+
+
+class SwiGLU(nn.Module):
+    """Gated MLP ``w_out(silu(a) * b)`` with ``[a, b] = w_in(x)``.
+
+    [..., D] -> [..., D]; ``hidden`` is the width of ``a`` (and of ``b``).
+    """
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        if hidden <= 0:
+            raise ValueError(f'hidden must be positive, got {hidden}')
+        self.w_in = nn.Linear(dim, 2 * hidden)
+        self.w_out = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = self.w_in(x).chunk(2, dim=-1)
+        return self.w_out(F.silu(a) * b)
+
+
+def sincos_pos_embed_2d(dim: int, grid: int) -> Tensor:
+    """Fixed 2D sin-cos position embedding, [grid * grid, dim] float32.
+
+    Tokens are in row-major order. The first half of the channels encodes
+    the row, the second half the column, each as ``[sin | cos]`` of
+    ``pos / 10000 ** (k / (dim / 4))`` for ``k < dim / 4``.
+    """
+    if dim % 4 != 0:
+        raise ValueError(f'dim must be divisible by 4, got {dim}')
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) /
+                            quarter)
+    pos = torch.arange(grid, dtype=torch.float64)
+    rows, cols = torch.meshgrid(pos, pos, indexing='ij')
+
+    def encode(p: Tensor) -> Tensor:
+        angle = p.reshape(-1, 1) * omega
+        return torch.cat([angle.sin(), angle.cos()], dim=1)
+
+    return torch.cat([encode(rows), encode(cols)], dim=1).float()
+
+
+def axial_rope_tables(head_dim: int, grid: int, num_extra: int = 0,
+                      theta: float = 10000.0) -> tuple:
+    """Cosine/sine tables of 2D axial RoPE, each [grid*grid + num_extra, d].
+
+    The first half of a head's channels rotates with the token's row, the
+    second half with its column; within each half, channel ``i`` pairs with
+    channel ``i + d/4`` at frequency ``theta ** (-i / (d/4))``. The
+    ``num_extra`` tokens appended after the grid (query tokens) get the
+    identity rotation (cos 1, sin 0).
+    """
+    if head_dim % 4 != 0:
+        raise ValueError(
+            f'head_dim must be divisible by 4 for 2D RoPE, got {head_dim}')
+    quarter = head_dim // 4
+    freqs = theta ** (-torch.arange(quarter, dtype=torch.float64) / quarter)
+    pos = torch.arange(grid, dtype=torch.float64)
+    rows, cols = torch.meshgrid(pos, pos, indexing='ij')
+    row_angle = rows.reshape(-1, 1) * freqs
+    col_angle = cols.reshape(-1, 1) * freqs
+    angle = torch.cat([row_angle, row_angle, col_angle, col_angle], dim=1)
+    extra = torch.zeros(num_extra, head_dim, dtype=torch.float64)
+    angle = torch.cat([angle, extra], dim=0)
+    return angle.cos().float(), angle.sin().float()
+
+
+def rotate_pairs(x: Tensor) -> Tensor:
+    """The 90-degree partner of :func:`apply_rope`: [..., d] -> [..., d].
+
+    With ``x = [a1, b1, a2, b2]`` (four quarters) it returns
+    ``[-b1, a1, -b2, a2]``.
+    """
+    a1, b1, a2, b2 = x.chunk(4, dim=-1)
+    return torch.cat([-b1, a1, -b2, a2], dim=-1)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate queries or keys [B, H, N, d] by tables [N, d] (float32 math)."""
+    xf = x.float()
+    return (xf * cos + rotate_pairs(xf) * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``F.scaled_dot_product_attention``
+    with optional RoPE on queries and keys. [B, N, D] -> [B, N, D]."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(
+                f'width {dim} must be divisible by num_heads {num_heads}')
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, rope_cos: Optional[Tensor] = None,
+                rope_sin: Optional[Tensor] = None) -> Tensor:
+        b, n, d = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        if rope_cos is not None:
+            q = apply_rope(q, rope_cos, rope_sin)
+            k = apply_rope(k, rope_cos, rope_sin)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(b, n, d))
+
+
+class AdaLNBlock(nn.Module):
+    """Transformer block with RMSNorm, adaLN-Zero (shift, scale, gate for the
+    attention and the MLP), SwiGLU MLP and RoPE attention.
+
+    ``x``: [B, N, D]; ``cond``: [B, D] (per sample) or [B, N, D] (per
+    token). The modulation is ``Linear(SiLU(cond))`` and starts at zero, so
+    a fresh block is the identity.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True) -> None:
+        super().__init__()
+        self.norm1 = RMSNorm(dim)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias)
+        self.norm2 = RMSNorm(dim)
+        self.mlp = SwiGLU(dim, int(2 / 3 * mlp_ratio * dim))
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x: Tensor, cond: Tensor,
+                rope_cos: Optional[Tensor] = None,
+                rope_sin: Optional[Tensor] = None) -> Tensor:
+        if cond.dim() == 2:
+            cond = cond.unsqueeze(1)
+        (shift_a, scale_a, gate_a, shift_m, scale_m,
+         gate_m) = self.modulation(cond).chunk(6, dim=-1)
+        h = modulate(self.norm1(x), shift_a, scale_a)
+        x = x + gate_a * self.attn(h, rope_cos, rope_sin)
+        h = modulate(self.norm2(x), shift_m, scale_m)
+        return x + gate_m * self.mlp(h)
+
+
+class FinalNorm(nn.Module):
+    """Final RMSNorm with adaLN shift/scale (no gate), per-token condition.
+
+    ``x``, ``cond``: [B, N, D] -> [B, N, D]. The output linears live in the
+    model (one per token type).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = RMSNorm(dim)
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        shift, scale = self.modulation(cond).chunk(2, dim=-1)
+        return modulate(self.norm(x), shift, scale)
+
+
+class TimestepEmbedder(nn.Module):
+    """Gaussian Fourier features of ``t`` followed by an MLP.
+
+    ``t``: [B] float in [0, 1] -> [B, D]. The random frequencies (std
+    ``scale``) are a fixed, saved buffer; features are
+    ``[sin(2 pi f t), cos(2 pi f t)]``.
+    """
+
+    def __init__(self, dim: int, num_freqs: int = 256,
+                 scale: float = 1.0) -> None:
+        super().__init__()
+        if num_freqs <= 0:
+            raise ValueError(f'num_freqs must be positive, got {num_freqs}')
+        self.register_buffer('freqs', torch.randn(num_freqs) * scale)
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * num_freqs, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: Tensor) -> Tensor:
+        angle = 2 * math.pi * t.float()[:, None] * self.freqs.float()[None]
+        feats = torch.cat([angle.sin(), angle.cos()], dim=-1)
+        return self.mlp(feats.to(self.mlp[0].weight.dtype))
+
+
+class LabelEmbedder(nn.Module):
+    """Class embedding table with a null class at index ``num_classes``.
+
+    ``y``: [B] long -> [B, D]. In training mode each label is replaced by
+    the null class with probability ``dropout`` (for classifier-free
+    guidance); in eval mode labels pass unchanged. Callers may pass the
+    null class themselves for unconditional predictions.
+    """
+
+    def __init__(self, num_classes: int, dim: int, dropout: float) -> None:
+        super().__init__()
+        if num_classes <= 0:
+            raise ValueError(
+                f'num_classes must be positive, got {num_classes}')
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f'class_dropout must be in [0, 1), got {dropout}')
+        self.null_class = num_classes
+        self.dropout = dropout
+        self.table = nn.Embedding(num_classes + 1, dim)
+
+    def drop_labels(self, y: Tensor) -> Tensor:
+        """Replace each label by the null class with prob. ``dropout``."""
+        drop = torch.rand(y.shape, device=y.device) < self.dropout
+        return torch.where(drop, torch.full_like(y, self.null_class), y)
+
+    def forward(self, y: Tensor) -> Tensor:
+        if self.training and self.dropout > 0:
+            y = self.drop_labels(y)
+        return self.table(y)
