@@ -23,6 +23,7 @@ from mmengine.registry import PARAM_SCHEDULERS as MMENGINE_PARAM_SCHEDULERS
 from mmengine.registry import \
     RUNNER_CONSTRUCTORS as MMENGINE_RUNNER_CONSTRUCTORS
 from mmengine.registry import RUNNERS as MMENGINE_RUNNERS
+from mmengine.registry import STRATEGIES as MMENGINE_STRATEGIES
 from mmengine.registry import TASK_UTILS as MMENGINE_TASK_UTILS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import VISBACKENDS as MMENGINE_VISBACKENDS
@@ -46,6 +47,7 @@ HOOKS = Registry(
     locations=['decq_plugin.engine.hooks'])
 LOG_PROCESSORS = Registry(
     'log processor', parent=MMENGINE_LOG_PROCESSORS, scope=SCOPE)
+STRATEGIES = Registry('strategy', parent=MMENGINE_STRATEGIES, scope=SCOPE)
 
 # Data.
 DATASETS = Registry(
@@ -64,7 +66,9 @@ FUNCTIONS = Registry(
 # Models.
 MODELS = Registry(
     'model', parent=MMENGINE_MODELS, scope=SCOPE,
-    locations=['decq_plugin.models'])
+    locations=[
+        'decq_plugin.models', 'decq_plugin.evaluation', 'decq_plugin.engine'
+    ])
 MODEL_WRAPPERS = Registry(
     'model wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope=SCOPE)
 WEIGHT_INITIALIZERS = Registry(
@@ -100,7 +104,7 @@ INFERENCERS = Registry(
 
 __all__ = [
     'SCOPE', 'RUNNERS', 'RUNNER_CONSTRUCTORS', 'LOOPS', 'HOOKS',
-    'LOG_PROCESSORS', 'DATASETS', 'DATA_SAMPLERS', 'TRANSFORMS', 'FUNCTIONS',
+    'LOG_PROCESSORS', 'STRATEGIES', 'DATASETS', 'DATA_SAMPLERS', 'TRANSFORMS', 'FUNCTIONS',
     'MODELS', 'MODEL_WRAPPERS', 'WEIGHT_INITIALIZERS', 'TASK_UTILS',
     'OPTIMIZERS', 'OPTIM_WRAPPERS', 'OPTIM_WRAPPER_CONSTRUCTORS',
     'PARAM_SCHEDULERS', 'METRICS', 'EVALUATOR', 'VISUALIZERS', 'VISBACKENDS',

@@ -50,8 +50,8 @@ from torch.utils.data import Dataset
 
 from decq_plugin.registry import DATASETS
 from .image_folder import load_rgb_image
-from .transforms import (RandomResizedCropFlip, check_positive_int, adm_center_crop,
-                         box_downsample, to_tensor01)
+from .transforms import (RandomResizedCropFlip, adm_center_crop,
+                         box_downsample, check_positive_int, to_tensor01)
 
 # name -> (package holding the file, path inside that package)
 DEMO_SOURCES: Dict[str, Tuple[str, str]] = {

@@ -18,13 +18,13 @@ import os
 import os.path as osp
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-import torch
 from mmengine.logging import print_log
 from PIL import Image
 from torch.utils.data import Dataset
 
 from decq_plugin.registry import DATASETS
-from .transforms import AdmCenterCrop, RAETrainCrop, build_transform, pil_to_rgb
+from .transforms import (AdmCenterCrop, RAETrainCrop, build_transform,
+                         pil_to_rgb)
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff',
                   '.ppm', '.pgm', '.gif')
@@ -181,6 +181,8 @@ class ImageFolderDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f'index {index} out of range for {len(self)}')
         for attempt in range(len(self.samples)):
             path, label = self.samples[(index + attempt) % len(self.samples)]
             try:
@@ -188,11 +190,10 @@ class ImageFolderDataset(Dataset):
             except CorruptImageError as err:
                 if not self.skip_corrupt:
                     raise
-                print_log(f'skipping corrupt image {path}: {err}',
+                print_log(f'skip_corrupt: {err}; using the next image',
                           logger='current', level=logging.WARNING)
                 continue
-            inputs: torch.Tensor = self.transform(img)
-            return dict(inputs=inputs,
+            return dict(inputs=self.transform(img),
                         data_samples=dict(gt_label=label, img_path=path))
         raise RuntimeError(f'no image in {self.data_root!r} could be read; '
                            'see the warnings above')

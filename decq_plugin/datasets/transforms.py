@@ -1,4 +1,5 @@
-"""Image transforms: a PIL image in, a float tensor ``[3, H, W]`` in [0, 1] out.
+"""Image transforms: a PIL image in, a float tensor ``[3, H, W]`` in [0, 1]
+out.
 
 These are plain callables (not mmcv dict transforms): a dataset reads a file,
 converts it with :func:`pil_to_rgb` and calls ``transform(img)``. The classes
@@ -42,7 +43,7 @@ def pil_to_rgb(img: Image.Image) -> Image.Image:
 
 
 def to_tensor01(img: Image.Image) -> torch.Tensor:
-    """8-bit PIL image -> float32 tensor ``[3, H, W]`` in [0, 1] (RGB order)."""
+    """8-bit PIL image -> float32 tensor ``[3, H, W]`` in [0, 1], RGB."""
     arr = np.asarray(pil_to_rgb(img), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
@@ -92,7 +93,7 @@ def adm_center_crop(img: Image.Image, size: int) -> Image.Image:
 
     1. While ``min(W, H) >= 2 * size``: BOX-downsample to ``(W // 2, H // 2)``.
     2. BICUBIC resize by ``size / min(W, H)``, each side rounded.
-    3. Crop the centre square, offsets ``(W - size) // 2``, ``(H - size) // 2``.
+    3. Crop the centre square at ``((W - size) // 2, (H - size) // 2)``.
 
     Returns a PIL image (exact uint8 values, as the ADM reference batches
     hold); :class:`AdmCenterCrop` wraps it and returns a tensor.

@@ -1,0 +1,490 @@
+"""Checkpoints that load without running code (MMEngine 0.10.7, torch >= 2.6).
+
+A stock MMEngine checkpoint pickles ``HistoryBuffer`` objects, numpy values
+and functions, so ``torch.load(weights_only=True)`` refuses it, and the usual
+workarounds (``weights_only=False``, allow-listing ``builtins.getattr`` or the
+real ``HistoryBuffer``) let a crafted file run code. Here instead:
+
+* saving: :class:`SafeCheckpointHook` rewrites the checkpoint into plain data
+  just before it is written: each ``HistoryBuffer`` and numpy value becomes a
+  tagged dict of tensors/lists, callables (e.g. in scheduler state) are
+  dropped;
+* loading: every local path read by MMEngine (``resume``, ``load_from``,
+  ``load_checkpoint``, ``init_cfg=dict(type='Pretrained')``) goes through
+  :func:`safe_load_checkpoint`: ``torch.load(weights_only=True)`` with no
+  allow-listed globals, then the tagged dicts are rebuilt into
+  ``HistoryBuffer``/numpy objects for MMEngine's resume code.
+
+Enable it in a config (``configs/_base_/default_runtime.py`` does)::
+
+    custom_hooks = [dict(type='SafeCheckpointHook')]
+
+Tools that load weights without a runner use :func:`safe_load_checkpoint` and
+:func:`load_model_weights`. Checkpoints saved by MMEngine *without* the hook
+are refused with an :class:`UnsafeCheckpointError` naming the global needed.
+"""
+import logging
+import os
+import pickle
+import re
+from collections import OrderedDict
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+from mmengine.hooks import Hook
+from mmengine.logging import HistoryBuffer, print_log
+from mmengine.runner.checkpoint import CheckpointLoader
+
+from decq_plugin.registry import HOOKS
+
+MapLocation = Union[str, torch.device, None]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint could not be used; the message says why and what to do."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist."""
+
+
+class CheckpointFormatError(CheckpointError):
+    """The file is not a torch checkpoint, or not laid out as expected."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """Unpickling the file needs globals, i.e. loading it could run code."""
+
+
+class StateDictMismatchError(CheckpointError):
+    """The checkpoint's keys or shapes do not fit the module."""
+
+
+# --------------------------------------------------------------------------
+# Plain-data encoding (save) and decoding (load).
+# --------------------------------------------------------------------------
+_TAG = '__decq_type__'
+_DROP = object()
+_ATOMS = (type(None), bool, int, float, complex, str, bytes, bytearray,
+          torch.dtype, torch.device, torch.Size)
+_TENSOR_TYPES = (torch.Tensor, nn.Parameter)
+_ARRAY_KINDS = 'biufcUSO'  # numpy dtype kinds that round-trip
+
+
+def _encode_array(arr: np.ndarray, path: str, dropped: List[str]) -> Any:
+    if arr.dtype.kind not in _ARRAY_KINDS or arr.dtype.fields is not None:
+        dropped.append(f'{path}: numpy array of dtype {arr.dtype}')
+        return _DROP
+    out = dict(shape=list(arr.shape), dtype=arr.dtype.str)
+    out[_TAG] = 'ndarray'
+    if arr.dtype.kind in 'biufc':
+        try:
+            out['data'] = torch.from_numpy(
+                np.ascontiguousarray(arr).reshape(-1).copy())
+            return out
+        except (TypeError, ValueError, RuntimeError):
+            pass  # e.g. a byte order torch lacks: store a list instead
+    data = _encode(arr.reshape(-1).tolist(), path, dropped)
+    out['data'] = data
+    return out
+
+
+def _encode_key(key: Any) -> Any:
+    if isinstance(key, np.generic):
+        key = key.item()
+    if type(key) in _ATOMS or (type(key) is tuple
+                               and all(type(k) in _ATOMS for k in key)):
+        return key
+    return _DROP
+
+
+def _encode_mapping(obj: Mapping, path: str, dropped: List[str]) -> Any:
+    changed = type(obj) not in (dict, OrderedDict)
+    items = []
+    for key, value in obj.items():
+        sub = f'{path}[{key!r}]'
+        new_key = _encode_key(key)
+        new_value = _DROP if new_key is _DROP else _encode(value, sub, dropped)
+        if new_key is _DROP or new_value is _DROP:
+            if new_key is _DROP:
+                dropped.append(f'{sub}: key of type {type(key).__name__}')
+            changed = True
+            continue
+        changed = changed or new_key is not key or new_value is not value
+        items.append((new_key, new_value))
+    attrs = vars(obj) if isinstance(obj, OrderedDict) else {}
+    new_attrs = {
+        k: _encode(v, f'{path}.{k}', dropped)
+        for k, v in attrs.items()
+    }
+    new_attrs = {k: v for k, v in new_attrs.items() if v is not _DROP}
+    changed = changed or any(new_attrs.get(k) is not v
+                             for k, v in attrs.items())
+    if not changed:
+        return obj
+    new = OrderedDict(items) if isinstance(obj, OrderedDict) else dict(items)
+    for k, v in new_attrs.items():
+        setattr(new, k, v)
+    return new
+
+
+def _encode(obj: Any, path: str, dropped: List[str]) -> Any:
+    """Return ``obj`` as data ``torch.load(weights_only=True)`` accepts with
+    no allow-listed globals; ``_DROP`` for what cannot be kept."""
+    if type(obj) in _TENSOR_TYPES or type(obj) in _ATOMS:
+        return obj
+    if isinstance(obj, torch.Tensor):
+        return obj.as_subclass(torch.Tensor)
+    if isinstance(obj, HistoryBuffer):
+        logs, counts = obj.data
+        out = {
+            _TAG: 'HistoryBuffer',
+            'max_length': int(obj.max_length),
+            'log_history': _encode_array(logs, path, dropped),
+            'count_history': _encode_array(counts, path, dropped)
+        }
+        return _DROP if _DROP in out.values() else out
+    if isinstance(obj, np.ndarray):
+        return _encode_array(obj, path, dropped)
+    if isinstance(obj, np.generic):
+        value = _encode(obj.item(), path, dropped)
+        if value is _DROP or obj.dtype.kind not in _ARRAY_KINDS:
+            dropped.append(f'{path}: numpy scalar of dtype {obj.dtype}')
+            return _DROP
+        return {_TAG: 'numpy_scalar', 'dtype': obj.dtype.str, 'value': value}
+    if isinstance(obj, Mapping):
+        return _encode_mapping(obj, path, dropped)
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        kind = set if isinstance(obj, (set, frozenset)) else (
+            tuple if isinstance(obj, tuple) else list)
+        values = [_encode(v, f'{path}[{i}]', dropped)
+                  for i, v in enumerate(obj)]
+        if kind is set:
+            values = [v for v in values if v is not _DROP]
+        else:
+            values = [None if v is _DROP else v for v in values]
+        if type(obj) is kind and all(a is b for a, b in zip(values, obj)):
+            return obj
+        return kind(values)
+    kind = 'callable' if callable(obj) else 'object'
+    dropped.append(f'{path}: {kind} of type {type(obj).__qualname__}')
+    return _DROP
+
+
+def _decode_array(tagged: Mapping) -> np.ndarray:
+    dtype = np.dtype(tagged['dtype'])
+    if dtype.kind not in _ARRAY_KINDS:
+        raise CheckpointFormatError(f'unsupported array dtype {dtype}')
+    data = tagged['data']
+    shape = tuple(int(s) for s in tagged['shape'])
+    if isinstance(data, torch.Tensor):
+        return data.cpu().numpy().astype(dtype, copy=False).reshape(shape)
+    flat = np.empty(len(data), dtype=dtype)
+    for i, value in enumerate(_decode(data)):
+        flat[i] = value
+    return flat.reshape(shape)
+
+
+def _decode(obj: Any) -> Any:
+    """Rebuild the tagged dicts written by :func:`_encode`."""
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, dict):
+        tag = obj.get(_TAG)
+        if tag == 'ndarray':
+            return _decode_array(obj)
+        if tag == 'numpy_scalar':
+            dtype = np.dtype(obj['dtype'])
+            if dtype.kind not in _ARRAY_KINDS:
+                raise CheckpointFormatError(f'unsupported dtype {dtype}')
+            return np.array(_decode(obj['value']), dtype=dtype)[()]
+        if tag == 'HistoryBuffer':
+            return HistoryBuffer(
+                _decode_array(obj['log_history']),
+                _decode_array(obj['count_history']),
+                max_length=int(obj['max_length']))
+        new = {k: _decode(v) for k, v in obj.items()}
+        if all(new[k] is v for k, v in obj.items()):
+            return obj
+        if not isinstance(obj, OrderedDict):
+            return dict(new)
+        out = OrderedDict(new)
+        out.__dict__.update(vars(obj))
+        return out
+    if isinstance(obj, (list, tuple, set)):
+        new_values = [_decode(v) for v in obj]
+        if all(a is b for a, b in zip(new_values, obj)):
+            return obj
+        return type(obj)(new_values)
+    return obj
+
+
+def make_checkpoint_safe(checkpoint: Dict[str, Any]) -> List[str]:
+    """Rewrite ``checkpoint`` in place into plain data; return what was
+    dropped, one ``'path: what'`` line each."""
+    dropped: List[str] = []
+    for key in list(checkpoint):
+        value = _encode(checkpoint[key], f'checkpoint[{key!r}]', dropped)
+        if value is _DROP:
+            del checkpoint[key]
+        else:
+            checkpoint[key] = value
+    return dropped
+
+
+# --------------------------------------------------------------------------
+# Loading.
+# --------------------------------------------------------------------------
+def _not_found(path: str, expected: str) -> CheckpointNotFoundError:
+    what = 'is a directory' if os.path.isdir(path) else 'does not exist'
+    return CheckpointNotFoundError(
+        f'checkpoint {path!r} {what} (resolved: {os.path.abspath(path)!r}). '
+        f'Expected a file written by torch.save or an MMEngine runner '
+        f'holding {expected}.')
+
+
+def _refusal(path: str, err: pickle.UnpicklingError) -> UnsafeCheckpointError:
+    text = str(err)
+    found = re.search(r'GLOBAL ([\w.]+)', text)
+    if found:
+        name = found.group(1).rstrip('.')
+        hint = ''
+        if name.startswith(('mmengine.', 'numpy', 'builtins.getattr')):
+            hint = (' It looks like an MMEngine checkpoint saved without '
+                    'SafeCheckpointHook; such files hold HistoryBuffer/numpy '
+                    'objects. Re-save it with the hook enabled, or have '
+                    'someone who trusts the file re-save its state_dict '
+                    'with torch.save.')
+        return UnsafeCheckpointError(
+            f'refusing to load {path!r}: unpickling it needs the global '
+            f'{name!r}, and loading globals from a file could run code '
+            f'(this loader uses torch.load(weights_only=True) with no '
+            f'allow-listed globals).{hint}')
+    detail = re.search(r'(Unsupported[^\n]*)', text)
+    return UnsafeCheckpointError(
+        f'refusing to load {path!r}: the weights-only unpickler rejected it '
+        f'({detail.group(1) if detail else text.strip()[:200]}); it is not '
+        'a plain torch checkpoint and loading it fully could run code.')
+
+
+def safe_load_checkpoint(path: str,
+                         map_location: MapLocation = 'cpu',
+                         expected: str = "a dict with 'state_dict' (model "
+                         'weights) or a plain state dict') -> Dict[str, Any]:
+    """Load a checkpoint without running code and rebuild MMEngine objects.
+
+    Args:
+        path (str): Local file path (``~`` is expanded).
+        map_location: As for :func:`torch.load`. Defaults to ``'cpu'``.
+        expected (str): What the file should hold, used in the message when
+            it is missing.
+
+    Returns:
+        dict: The checkpoint, ``HistoryBuffer``/numpy values rebuilt.
+
+    Raises:
+        CheckpointNotFoundError, CheckpointFormatError, UnsafeCheckpointError.
+    """
+    path = os.path.expanduser(str(path))
+    if not os.path.isfile(path):
+        raise _not_found(path, expected)
+    allowed = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    try:
+        checkpoint = torch.load(
+            path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise _refusal(path, err) from None
+    except Exception as err:  # any other failure: not a torch checkpoint
+        raise CheckpointFormatError(
+            f'could not read {path!r} as a torch checkpoint '
+            f'({type(err).__name__}: {err})') from err
+    finally:
+        if allowed:
+            torch.serialization.add_safe_globals(allowed)
+    if not isinstance(checkpoint, dict):
+        raise CheckpointFormatError(
+            f'{path!r} holds a {type(checkpoint).__name__}; expected a dict: '
+            f'{expected}')
+    try:
+        return _decode(checkpoint)
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise CheckpointFormatError(
+            f'{path!r} has a malformed tagged entry ({type(err).__name__}: '
+            f'{err})') from err
+
+
+def load_from_safe_local(filename: str,
+                         map_location: MapLocation = None) -> Dict[str, Any]:
+    """MMEngine ``CheckpointLoader`` backend for local paths."""
+    return safe_load_checkpoint(filename, map_location=map_location)
+
+
+def install_safe_loader() -> None:
+    """Make MMEngine read every local checkpoint through
+    :func:`safe_load_checkpoint` (idempotent; process-wide)."""
+    CheckpointLoader.register_scheme(
+        prefixes='', loader=load_from_safe_local, force=True)
+
+
+# --------------------------------------------------------------------------
+# Loading weights into a module (tools).
+# --------------------------------------------------------------------------
+def _pick_state_dict(checkpoint: Dict[str, Any], key: Optional[str],
+                     path: str) -> Mapping[str, Any]:
+    if key is not None:
+        if key not in checkpoint:
+            raise CheckpointFormatError(
+                f'{path!r} has no entry {key!r}; its top-level keys are '
+                f'{sorted(map(str, checkpoint))[:20]}')
+        state = checkpoint[key]
+    elif isinstance(checkpoint.get('state_dict'), Mapping):
+        state = checkpoint['state_dict']
+    else:
+        state = checkpoint
+    bad = [k for k, v in state.items()
+           if not isinstance(v, torch.Tensor)] if isinstance(
+               state, Mapping) else None
+    if bad is None or (bad and len(bad) == len(state)):
+        raise CheckpointFormatError(
+            f'{path!r} does not hold a state dict at '
+            f"{repr(key) if key is not None else 'the top level'}; its "
+            f'top-level keys are {sorted(map(str, checkpoint))[:20]}; pass '
+            '`key=` to choose the entry holding the weights')
+    return state
+
+
+def _suggest_prefix(found: List[str], wanted: List[str]) -> Optional[str]:
+    """The key prefix whose removal makes most checkpoint keys fit."""
+    wanted_set, votes = set(wanted), {}
+    for key in found:
+        parts = key.split('.')
+        for i in range(1, len(parts)):
+            if '.'.join(parts[i:]) in wanted_set:
+                prefix = '.'.join(parts[:i])
+                votes[prefix] = votes.get(prefix, 0) + 1
+    if not votes:
+        return None
+    prefix, count = max(votes.items(), key=lambda kv: kv[1])
+    return prefix if count >= max(1, len(wanted) // 2) else None
+
+
+def _mismatch(module: nn.Module, path: str, found: List[str],
+              wanted: List[str], missing: List[str], unexpected: List[str],
+              shapes: List[str]) -> StateDictMismatchError:
+    lines = [f'{path!r} does not fit {type(module).__name__}:']
+    if missing:
+        lines.append(f'{len(missing)} of {len(wanted)} module keys missing '
+                     f'from the checkpoint, e.g. {missing[:5]}')
+    if unexpected:
+        lines.append(f'{len(unexpected)} of {len(found)} checkpoint keys '
+                     f'unexpected, e.g. {unexpected[:5]}')
+    if shapes:
+        lines.append(f'{len(shapes)} shape mismatches, e.g. {shapes[:5]}')
+    prefix = _suggest_prefix(found, wanted)
+    if prefix is not None:
+        lines.append(f'the checkpoint looks like it holds this module under '
+                     f"a prefix: try prefix='{prefix}'")
+    lines.append('the module was left unchanged')
+    return StateDictMismatchError('\n  '.join(lines))
+
+
+def load_model_weights(module: nn.Module,
+                       path: str,
+                       *,
+                       key: Optional[str] = None,
+                       prefix: str = '',
+                       strict: bool = True) -> None:
+    """Load weights into ``module`` from a checkpoint file, safely.
+
+    Args:
+        module (nn.Module): Receives the weights; unchanged on any error.
+        path (str): Checkpoint file.
+        key (str, optional): Entry holding the state dict. By default
+            ``checkpoint['state_dict']`` (the EMA weights when ``EMAHook``
+            was used) and otherwise the whole checkpoint.
+        prefix (str): Only keys under ``prefix`` (e.g. ``'decoder'``) are
+            used, with the prefix removed.
+        strict (bool): Require the keys to match exactly. Shapes must always
+            match.
+
+    Raises:
+        CheckpointNotFoundError, CheckpointFormatError, UnsafeCheckpointError,
+        StateDictMismatchError.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(
+            f'module must be an nn.Module, got {type(module).__name__}')
+    if not isinstance(prefix, str):
+        raise TypeError(f'prefix must be a str, got {type(prefix).__name__}')
+    own = module.state_dict()
+    expected = (f'weights for {type(module).__name__} ({len(own)} entries, '
+                f'e.g. {list(own)[:3]})')
+    checkpoint = safe_load_checkpoint(path, expected=expected)
+    state = _pick_state_dict(checkpoint, key, path)
+    if prefix:
+        head = prefix.rstrip('.') + '.'
+        selected = {k[len(head):]: v for k, v in state.items()
+                    if k.startswith(head)}
+        if not selected:
+            tops = sorted({k.split('.')[0] for k in state})
+            raise StateDictMismatchError(
+                f"{path!r} has no key under prefix={prefix!r}; its top-level "
+                f'prefixes are {tops[:20]}; the module was left unchanged')
+        state = selected
+    found, wanted = list(state), list(own)
+    missing = [k for k in wanted if k not in state]
+    unexpected = [k for k in found if k not in own]
+    shapes = [
+        f'{k}: checkpoint {tuple(state[k].shape)} vs module '
+        f'{tuple(own[k].shape)}' for k in found
+        if k in own and isinstance(own[k], torch.Tensor)
+        and isinstance(state[k], torch.Tensor)
+        and state[k].shape != own[k].shape
+    ]
+    if shapes or (strict and (missing or unexpected)) or not (set(found)
+                                                              & set(own)):
+        raise _mismatch(module, path, found, wanted, missing, unexpected,
+                        shapes)
+    module.load_state_dict(state, strict=strict)
+    if missing or unexpected:
+        print_log(
+            f'load_model_weights({path!r}): {len(missing)} missing and '
+            f'{len(unexpected)} unexpected keys ignored (strict=False)',
+            logger='current', level=logging.WARNING)
+
+
+# --------------------------------------------------------------------------
+# The hook.
+# --------------------------------------------------------------------------
+@HOOKS.register_module()
+class SafeCheckpointHook(Hook):
+    """Write checkpoints as plain data and read them without running code.
+
+    Building the hook installs :func:`safe_load_checkpoint` as MMEngine's
+    local-file checkpoint loader (process-wide, idempotent), so ``resume``
+    and ``load_from`` use it; :meth:`before_save_checkpoint` runs after the
+    other hooks (``'LOWEST'`` priority, e.g. after ``EMAHook``) and rewrites
+    the checkpoint with :func:`make_checkpoint_safe`.
+    """
+
+    priority = 'LOWEST'
+
+    def __init__(self) -> None:
+        install_safe_loader()
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Turn ``checkpoint`` (in place) into weights-only-loadable data."""
+        dropped = make_checkpoint_safe(checkpoint)
+        expected = [d for d in dropped if d.startswith(
+            "checkpoint['param_schedulers']") and ': callable' in d]
+        others = [d for d in dropped if d not in expected]
+        if expected:
+            print_log(f'SafeCheckpointHook: dropped callables from scheduler '
+                      f'state: {expected}', logger='current',
+                      level=logging.DEBUG)
+        if others:
+            print_log(f'SafeCheckpointHook: not saved (not plain data): '
+                      f'{others}', logger='current', level=logging.WARNING)

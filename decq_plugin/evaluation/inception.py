@@ -98,10 +98,12 @@ class InceptionV3FeatureExtractor(nn.Module):
                  weights_path: Optional[str] = None,
                  allow_download: bool = True) -> None:
         super().__init__()
-        from torch_fidelity.feature_extractor_inceptionv3 import \
-            FeatureExtractorInceptionV3
         path = _resolve_weights(weights_path, allow_download)
+        from torch_fidelity.feature_extractor_inceptionv3 import \
+            FeatureExtractorInceptionV3  # slow import (torchvision)
         state_dict = torch.load(path, map_location='cpu', weights_only=True)
+        # torch-fidelity unpickles its weights with weights_only=False; what
+        # it gets here holds nothing but the tensors loaded safely above
         buffer = io.BytesIO()
         torch.save(state_dict, buffer)
         buffer.seek(0)
@@ -148,10 +150,11 @@ class RandomConvFeatureExtractor(nn.Module):
         self.num_classes = num_classes
         self.input_size = input_size
         channels = [3] + [width] * (num_layers - 1) + [feature_dim]
-        self.convs = nn.ModuleList(
-            nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
-            for c_in, c_out in zip(channels[:-1], channels[1:]))
-        self.head = nn.Linear(feature_dim, num_classes)
+        with torch.random.fork_rng(devices=[]):  # default init uses the RNG
+            self.convs = nn.ModuleList(
+                nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+                for c_in, c_out in zip(channels[:-1], channels[1:]))
+            self.head = nn.Linear(feature_dim, num_classes)
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for param in self.parameters():
@@ -164,7 +167,7 @@ class RandomConvFeatureExtractor(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor
                 ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """images [N, 3, H, W] in [0, 1] -> (features [N, D], logits [N, K])."""
+        """images [N, 3, H, W] in [0, 1] -> features [N, D], logits [N, K]."""
         x = F.interpolate(images.float(), size=self.input_size,
                           mode='bilinear', align_corners=False) * 2 - 1
         for conv in self.convs:
@@ -188,8 +191,8 @@ def build_feature_extractor(spec: FeatureExtractorSpec = None) -> Callable:
 
 def uint8_nhwc_to_float(images: np.ndarray) -> torch.Tensor:
     """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(
-        0, 3, 1, 2).float() / 255
+    array = np.array(images, dtype=np.uint8)  # a writable copy
+    return torch.from_numpy(array).permute(0, 3, 1, 2).float() / 255
 
 
 class LazyFeatureExtractor:

@@ -1,0 +1,195 @@
+"""Stage 1: train a tokenizer's decoder (and condensers) as an autoencoder.
+
+Loss of the tokenizer: ``L1 + w_p * LPIPS + w_g * lambda * GAN (+ the
+tokenizer's auxiliary losses)`` where ``lambda`` is the adaptive weight on the
+decoder's last layer. The discriminator is trained with the hinge loss on
+DiffAug-ed real and reconstructed images. Two optimizers come from an
+MMEngine ``OptimWrapperDict`` with keys ``'tokenizer'`` and
+``'discriminator'`` (see ``configs/_base_/schedules``); with a single optim
+wrapper the GAN is off and only the reconstruction losses are used.
+"""
+from typing import Dict, List, Optional, Union
+
+import torch
+from mmengine.logging import MessageHub
+from mmengine.model import BaseModel, is_model_wrapper
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+from torch import nn
+
+from decq_plugin.registry import MODELS
+from .losses.adversarial import (adaptive_weight, generator_hinge_loss,
+                                 hinge_d_loss)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside a (distributed) model wrapper."""
+    return module.module if is_model_wrapper(module) else module
+
+
+@MODELS.register_module()
+class AutoencoderModel(BaseModel):
+    """Trains a tokenizer with reconstruction + perceptual + GAN losses.
+
+    Args:
+        tokenizer: config of a tokenizer (``DecQTokenizer``, ...).
+        perceptual_loss: config of the perceptual loss (``LPIPSLoss``) or
+            None.
+        discriminator: config of the discriminator (``DINODiscriminator``)
+            or None for no GAN.
+        diffaug: config of the differentiable augmentation applied to real
+            and fake images before the discriminator, or None.
+        l1_weight, perceptual_weight, gan_weight: loss weights.
+        disc_start, gan_start: when the discriminator starts updating and
+            when the generator's GAN term starts, in ``schedule_unit``s.
+        schedule_unit: ``'epoch'`` or ``'iter'``.
+        adaptive_weight_max: clamp of the adaptive GAN weight.
+    """
+
+    def __init__(self,
+                 tokenizer: dict,
+                 perceptual_loss: Optional[dict] = dict(type='LPIPSLoss'),
+                 discriminator: Optional[dict] = None,
+                 diffaug: Optional[dict] = dict(type='DiffAug'),
+                 l1_weight: float = 1.0,
+                 perceptual_weight: float = 1.0,
+                 gan_weight: float = 0.75,
+                 disc_start: int = 6,
+                 gan_start: int = 8,
+                 schedule_unit: str = 'epoch',
+                 adaptive_weight_max: float = 1e4,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor,
+                         init_cfg=init_cfg)
+        if schedule_unit not in ('epoch', 'iter'):
+            raise ValueError(f"schedule_unit='{schedule_unit}' must be "
+                             "'epoch' or 'iter'")
+        if gan_start < disc_start:
+            raise ValueError(f'gan_start={gan_start} must not come before '
+                             f'disc_start={disc_start}')
+        self.tokenizer = MODELS.build(tokenizer)
+        self.perceptual_loss = (MODELS.build(perceptual_loss)
+                                if perceptual_loss else None)
+        self.discriminator = (MODELS.build(discriminator)
+                              if discriminator else None)
+        self.diffaug = MODELS.build(diffaug) if diffaug else nn.Identity()
+        self.l1_weight = l1_weight
+        self.perceptual_weight = perceptual_weight
+        self.gan_weight = gan_weight
+        self.disc_start = disc_start
+        self.gan_start = gan_start
+        self.schedule_unit = schedule_unit
+        self.adaptive_weight_max = adaptive_weight_max
+
+    # -- schedule ------------------------------------------------------------
+    def _progress(self) -> int:
+        hub = MessageHub.get_current_instance()
+        return int(hub.get_info(self.schedule_unit, 0) or 0)
+
+    def gan_phase(self) -> Dict[str, bool]:
+        """Whether the discriminator / the generator's GAN term are on."""
+        if self.discriminator is None:
+            return dict(disc=False, gan=False)
+        step = self._progress()
+        return dict(disc=step >= self.disc_start, gan=step >= self.gan_start)
+
+    # -- losses --------------------------------------------------------------
+    def reconstruction_losses(
+            self, recon: torch.Tensor,
+            images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """L1 and perceptual terms (weighted)."""
+        losses = {'loss_l1': self.l1_weight * (recon - images).abs().mean()}
+        if self.perceptual_loss is not None:
+            losses['loss_perceptual'] = self.perceptual_weight * \
+                self.perceptual_loss(recon, images)
+        return losses
+
+    def generator_losses(self, images: torch.Tensor,
+                         use_gan: bool) -> tuple:
+        """Tokenizer losses of one step and the (detached) reconstruction."""
+        out = self.tokenizer(images)
+        recon = out.pop('recon')
+        losses = dict(out)
+        losses.update(self.reconstruction_losses(recon, images))
+        if use_gan:
+            rec = losses['loss_l1'] + losses.get('loss_perceptual', 0.0)
+            g_loss = generator_hinge_loss(
+                self.discriminator(self.diffaug(recon)))
+            weight = adaptive_weight(rec, g_loss,
+                                     unwrap(self.tokenizer).last_layer,
+                                     self.adaptive_weight_max)
+            losses['loss_gan'] = self.gan_weight * weight * g_loss
+            losses['gan_adaptive_weight'] = weight
+        return losses, recon.detach()
+
+    def discriminator_loss(self, images: torch.Tensor,
+                           recon: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Hinge loss on real and reconstructed images (one forward)."""
+        both = self.diffaug(torch.cat([images, recon.clamp(0, 1)], dim=0))
+        logits = self.discriminator(both)
+        real, fake = logits.chunk(2, dim=0)
+        return {'loss_disc': hinge_d_loss(real, fake),
+                'disc_logits_real': real.detach().mean(),
+                'disc_logits_fake': fake.detach().mean()}
+
+    # -- MMEngine entry points -------------------------------------------------
+    def train_step(self, data: Union[dict, tuple, list],
+                   optim_wrapper: Union[OptimWrapper, OptimWrapperDict]
+                   ) -> Dict[str, torch.Tensor]:
+        data = self.data_preprocessor(data, True)
+        images = data['inputs']
+        if isinstance(optim_wrapper, OptimWrapperDict):
+            gen_wrapper = optim_wrapper['tokenizer']
+            disc_wrapper = (optim_wrapper['discriminator']
+                            if 'discriminator' in optim_wrapper.keys()
+                            else None)
+        else:
+            gen_wrapper, disc_wrapper = optim_wrapper, None
+        phase = self.gan_phase()
+        if disc_wrapper is None:
+            phase = dict(disc=False, gan=False)
+
+        with gen_wrapper.optim_context(self.tokenizer):
+            losses, recon = self.generator_losses(images, phase['gan'])
+            total, log_vars = self.parse_losses(losses)
+        gen_wrapper.update_params(total)
+
+        if phase['disc']:
+            disc_wrapper.zero_grad()  # drop grads left by the GAN term
+            with disc_wrapper.optim_context(self.discriminator):
+                d_losses = self.discriminator_loss(images, recon)
+                d_total, d_log = self.parse_losses(d_losses)
+            disc_wrapper.update_params(d_total)
+            log_vars.update(d_log)
+        return log_vars
+
+    def forward(self,
+                inputs: torch.Tensor,
+                data_samples: Optional[dict] = None,
+                mode: str = 'tensor') -> Union[dict, list, torch.Tensor]:
+        """``'loss'``: reconstruction losses (no GAN); ``'predict'``: a list
+        of ``{'pred', 'gt'}`` dicts; ``'tensor'``: reconstructions."""
+        tokenizer = unwrap(self.tokenizer)
+        if mode == 'loss':
+            return self.generator_losses(inputs, use_gan=False)[0]
+        recon = tokenizer.reconstruct(inputs)
+        if mode == 'tensor':
+            return recon
+        if mode == 'predict':
+            return self.pack_predictions(recon, inputs, data_samples)
+        raise ValueError(f"mode='{mode}' is not 'loss', 'predict' or "
+                         "'tensor'")
+
+    @staticmethod
+    def pack_predictions(recon: torch.Tensor, images: torch.Tensor,
+                         data_samples: Optional[dict]) -> List[dict]:
+        """Per-image ``{'pred': [3,H,W], 'gt': [3,H,W], ...}`` on the CPU."""
+        recon, images = recon.float().cpu(), images.float().cpu()
+        out = []
+        for i in range(recon.shape[0]):
+            item = {'pred': recon[i], 'gt': images[i]}
+            for key, value in (data_samples or {}).items():
+                item[key] = value[i].item() if torch.is_tensor(value) \
+                    and value.dim() else value[i]
+            out.append(item)
+        return out

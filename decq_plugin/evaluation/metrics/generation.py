@@ -113,6 +113,11 @@ def compute_generation_metrics(features: np.ndarray,
     """Metrics of samples with features [N, D] (and logits [N, K] for IS)
     against ``reference``. Keys: FID, IS, IS_std, precision, recall."""
     out: Dict[str, float] = {}
+    if reference is not None and reference.mu.shape[0] != features.shape[1]:
+        raise ValueError(
+            f'the reference statistics are {reference.mu.shape[0]}-d but the '
+            f'feature extractor gives {features.shape[1]}-d features: use '
+            'the extractor the reference was computed with')
     if 'fid' in metrics:
         out['FID'] = frechet_distance(*feature_statistics(features),
                                       reference.mu, reference.sigma)

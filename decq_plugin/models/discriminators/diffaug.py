@@ -33,7 +33,7 @@ def _rand(shape: tuple, like: torch.Tensor,
 
 def _color(x: torch.Tensor,
            generator: Optional[torch.Generator]) -> torch.Tensor:
-    """Brightness, saturation, contrast; ``x`` is ``[B, C, H, W]`` in [-1, 1]."""
+    """Brightness, saturation, contrast of ``x`` [B, C, H, W] in [-1, 1]."""
     u = _rand((3, x.shape[0], 1, 1, 1), x, generator)
     x = x + (u[0] - 0.5)
     mean = x.mean(dim=1, keepdim=True)

@@ -99,7 +99,7 @@ class LPIPSLoss(nn.Module):
         self.eval()
 
     def _load_trunk(self, state: Dict[str, torch.Tensor]) -> None:
-        """Copy torchvision ``features.<i>.*`` into lpips ``slice<k>.<i>.*``."""
+        """Copy torchvision ``features.<i>.*`` to lpips ``slice<k>.<i>.*``."""
         trunk = self.lpips.net
         mapped = {}
         for name in trunk.state_dict():
@@ -124,7 +124,8 @@ class LPIPSLoss(nn.Module):
         """Stay in eval mode whatever the parent asks."""
         return super().train(False)
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, pred: torch.Tensor,
+                target: torch.Tensor) -> torch.Tensor:
         """LPIPS averaged over the batch.
 
         Args:

@@ -131,6 +131,19 @@ class BaseTokenizer(BaseModule):
         """Training-time noise augmentation of every latent type."""
         return noise_augment(latents, self.noise_tau, generator)
 
+    def forward(self, images: torch.Tensor,
+                augment: bool = True) -> Dict[str, torch.Tensor]:
+        """One training pass: ``{'recon': unclamped [B,3,H,W], 'loss_*':
+        auxiliary losses}``. Latents are noise-augmented when ``augment``.
+
+        Going through ``forward`` lets DDP wrappers see the pass."""
+        latents = self.encode_raw(images)
+        out = dict(self.auxiliary_losses(images, latents))
+        if augment:
+            latents = self.noise_augment(latents)
+        out['recon'] = self.decode_raw(latents)
+        return out
+
     def auxiliary_losses(self, images: torch.Tensor,
                          latents: Latents) -> Dict[str, torch.Tensor]:
         """Extra training losses of the tokenizer itself (default none)."""

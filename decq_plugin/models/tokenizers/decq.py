@@ -25,7 +25,8 @@ class DecQTokenizer(BaseTokenizer):
                  decoder: dict,
                  condenser: Optional[dict] = None,
                  **kwargs) -> None:
-        self._condenser_cfg = dict(type='QueryCondenser', **(condenser or {}))
+        self._condenser_cfg = dict(condenser or {})
+        self._condenser_cfg.setdefault('type', 'QueryCondenser')
         super().__init__(encoder, decoder, **kwargs)
 
     def _build_latent_modules(self) -> None:
