@@ -16,7 +16,8 @@ model = dict(
                 _delete_=True, width=128, depth=4, num_heads=4, mlp_dim=512),
             patch_size=16),
         condenser=dict(num_heads=4)),
-    perceptual_loss=dict(pretrained_trunk=False),
+    # AlexNet LPIPS: the VGG trunk dominates a CPU step at this size.
+    perceptual_loss=dict(net='alex', pretrained_trunk=False),
     discriminator=dict(
         pretrained=False,
         input_size=64,

@@ -15,9 +15,11 @@ real ``HistoryBuffer``) let a crafted file run code. Here instead:
   allow-listed globals, then the tagged dicts are rebuilt into
   ``HistoryBuffer``/numpy objects for MMEngine's resume code.
 
-Enable it in a config (``configs/_base_/default_runtime.py`` does)::
+Enable it in a config; ``configs/_base_/default_runtime.py`` does, as an extra
+default hook (either form works; keep it when overriding ``default_hooks``)::
 
-    custom_hooks = [dict(type='SafeCheckpointHook')]
+    default_hooks = dict(..., safe_checkpoint=dict(type='SafeCheckpointHook'))
+    custom_hooks = [dict(type='SafeCheckpointHook')]  # or this
 
 Tools that load weights without a runner use :func:`safe_load_checkpoint` and
 :func:`load_model_weights`. Checkpoints saved by MMEngine *without* the hook
@@ -28,7 +30,7 @@ import os
 import pickle
 import re
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -145,13 +147,15 @@ def _encode(obj: Any, path: str, dropped: List[str]) -> Any:
             'log_history': _encode_array(logs, path, dropped),
             'count_history': _encode_array(counts, path, dropped)
         }
-        return _DROP if _DROP in out.values() else out
+        return _DROP if any(v is _DROP for v in out.values()) else out
     if isinstance(obj, np.ndarray):
         return _encode_array(obj, path, dropped)
     if isinstance(obj, np.generic):
-        value = _encode(obj.item(), path, dropped)
-        if value is _DROP or obj.dtype.kind not in _ARRAY_KINDS:
+        if obj.dtype.kind not in _ARRAY_KINDS:
             dropped.append(f'{path}: numpy scalar of dtype {obj.dtype}')
+            return _DROP
+        value = _encode(obj.item(), path, dropped)
+        if value is _DROP:
             return _DROP
         return {_TAG: 'numpy_scalar', 'dtype': obj.dtype.str, 'value': value}
     if isinstance(obj, Mapping):
@@ -159,6 +163,8 @@ def _encode(obj: Any, path: str, dropped: List[str]) -> Any:
     if isinstance(obj, (list, tuple, set, frozenset)):
         kind = set if isinstance(obj, (set, frozenset)) else (
             tuple if isinstance(obj, tuple) else list)
+        if kind is set:  # members must stay hashable: no tagged dicts
+            obj = {v.item() if isinstance(v, np.generic) else v for v in obj}
         values = [_encode(v, f'{path}[{i}]', dropped)
                   for i, v in enumerate(obj)]
         if kind is set:

@@ -97,27 +97,28 @@ class TrainableExponentialMovingAverage(ExponentialMovingAverage):
             frozen = not (isinstance(t, nn.Parameter) and t.requires_grad)
             if frozen and (target is None or t.device == target):
                 memo[id(t)] = t
+        shared_ids = set(memo)  # deepcopy adds its own entries to memo
         self.module = copy.deepcopy(model, memo)
         self._trainable: List[str] = trainable
         own = set(self._trainable)
         self._unshared_buffers: List[str] = []
         for name, p in self.module.named_parameters():
-            if name in own or id(p) not in memo:
+            if name in own or id(p) not in shared_ids:
                 p.requires_grad_(False)
         for name, b in self.module.named_buffers():
-            if id(b) not in memo:
+            if id(b) not in shared_ids:
                 self._unshared_buffers.append(name)
         if target is not None:
             # Shared tensors already live on `target`: .to() leaves them be.
             self.module.to(target)
-        self._shared: Set[str] = (
-            {n for n, t in self.module.named_parameters() if id(t) in memo}
-            | {n for n, t in self.module.named_buffers() if id(t) in memo})
+        named = itertools.chain(self.module.named_parameters(),
+                                self.module.named_buffers())
+        self._shared: Set[str] = {n for n, t in named if id(t) in shared_ids}
         self.interval = interval
         self.momentum = float(momentum)
         self.update_buffers = False
-        self.register_buffer(
-            'steps', torch.tensor(0, dtype=torch.long, device=target))
+        # The step counter stays on the CPU: reading it needs no device sync.
+        self.register_buffer('steps', torch.tensor(0, dtype=torch.long))
         params = dict(self.module.named_parameters())
         self.avg_parameters = {n: params[n] for n in self._trainable}
 
@@ -150,8 +151,11 @@ class TrainableExponentialMovingAverage(ExponentialMovingAverage):
                     own_buffers[name].copy_(src_buffers[name])
         self.steps += 1
 
-    def _own_keys(self) -> List[str]:
-        return ['steps'] + [f'module.{n}' for n in self._trainable]
+    def _own_tensors(self) -> Dict[str, torch.Tensor]:
+        """``'steps'`` and ``'module.<name>'`` of each averaged parameter."""
+        out = OrderedDict(steps=self.steps)
+        out.update((f'module.{n}', p) for n, p in self.avg_parameters.items())
+        return out
 
     def state_dict(self,
                    destination: Optional[Dict] = None,
@@ -162,12 +166,7 @@ class TrainableExponentialMovingAverage(ExponentialMovingAverage):
         Shared (frozen) tensors are left out: they are the source model's.
         """
         out = OrderedDict() if destination is None else destination
-        tensors = dict(steps=self.steps, **{
-            f'module.{n}': p
-            for n, p in self.avg_parameters.items()
-        })
-        for key in self._own_keys():
-            value = tensors[key]
+        for key, value in self._own_tensors().items():
             out[prefix + key] = value if keep_vars else value.detach()
         return out
 
@@ -179,7 +178,8 @@ class TrainableExponentialMovingAverage(ExponentialMovingAverage):
         Entries naming a shared tensor (``'module.<frozen name>'``, e.g. from a
         full-model EMA) are ignored; other unknown keys are unexpected.
         """
-        own = self._own_keys()
+        targets = self._own_tensors()
+        own = list(targets)
         missing = [k for k in own if k not in state_dict]
         shared = {f'module.{n}' for n in self._shared}
         unexpected = [
@@ -189,10 +189,6 @@ class TrainableExponentialMovingAverage(ExponentialMovingAverage):
         if strict and (missing or unexpected):
             errors.append(f'missing keys {missing}, unexpected keys '
                           f'{unexpected}')
-        targets = dict(steps=self.steps, **{
-            f'module.{n}': p
-            for n, p in self.avg_parameters.items()
-        })
         for key in own:
             if key in state_dict:
                 value = state_dict[key]

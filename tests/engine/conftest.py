@@ -13,7 +13,7 @@ _names = itertools.count()
 
 
 class ToyModel(BaseModel):
-    """A frozen 'encoder' (with a buffer) and a trainable head; inputs [B,4]."""
+    """A frozen 'encoder' (with a buffer), a trainable head; inputs [B,4]."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -30,12 +30,12 @@ class ToyModel(BaseModel):
 
 
 class ToyDataset(Dataset):
-    """16 fixed random items: ``dict(inputs=Tensor[4], data_samples=dict(y))``."""
+    """Fixed random items ``dict(inputs=Tensor[4], data_samples=dict(y))``."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int) -> None:
         g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(16, 4, generator=g)
-        self.y = torch.randn(16, generator=g)
+        self.x = torch.randn(size, 4, generator=g)
+        self.y = torch.randn(size, generator=g)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -47,7 +47,9 @@ class ToyDataset(Dataset):
 def _make_runner(work_dir, *, max_iters: int = 9, interval: int = 3,
                  resume: bool = False, load_from: Optional[str] = None,
                  ema_momentum: Optional[float] = None,
-                 safe: bool = True) -> Runner:
+                 safe: bool = True, dataset_size: int = 40) -> Runner:
+    """Batches of 4 from ``dataset_size`` items; a run that goes past an epoch
+    end costs 2 s (MMEngine's iterator sleeps when it restarts)."""
     torch.manual_seed(0)
     default_hooks = dict(
         checkpoint=dict(type='CheckpointHook', interval=interval,
@@ -65,7 +67,7 @@ def _make_runner(work_dir, *, max_iters: int = 9, interval: int = 3,
         work_dir=str(work_dir),
         experiment_name=f'engine_test_{next(_names)}',
         train_dataloader=dict(
-            dataset=ToyDataset(),
+            dataset=ToyDataset(dataset_size),
             sampler=dict(type='DefaultSampler', shuffle=True),
             batch_size=4,
             num_workers=0,
@@ -91,7 +93,7 @@ def _make_runner(work_dir, *, max_iters: int = 9, interval: int = 3,
 @pytest.fixture
 def make_runner() -> Callable[..., Runner]:
     """``make_runner(work_dir, max_iters=9, interval=3, resume=False,
-    load_from=None, ema_momentum=None, safe=True) -> Runner``."""
+    load_from=None, ema_momentum=None, safe=True, dataset_size=40)``."""
     return _make_runner
 
 

@@ -62,7 +62,8 @@ def _weights_only_plain(path):
 
 # ---------------------------------------------------------------- resume
 def test_resume_matches_uninterrupted_run(tmp_path, make_runner):
-    full = make_runner(tmp_path / 'full')
+    # 6 batches an epoch: both runs cross an epoch end (sampler reshuffle).
+    full = make_runner(tmp_path / 'full', dataset_size=24)
     full.train()
     middle = tmp_path / 'full' / 'iter_6.pth'
     # What was written is plain data: no globals needed at all.
@@ -70,7 +71,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, make_runner):
     assert isinstance(raw['message_hub']['log_scalars']['train/loss'], dict)
 
     resumed = make_runner(tmp_path / 'resumed', resume=True,
-                          load_from=str(middle))
+                          load_from=str(middle), dataset_size=24)
     resumed.train()
     assert resumed.iter == full.iter == 9
     a, b = full.model.state_dict(), resumed.model.state_dict()

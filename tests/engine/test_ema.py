@@ -38,6 +38,22 @@ def test_frozen_tensors_are_shared_trainable_ones_copied(toy_model):
                        toy_model(x, mode='predict')[0]['pred'])
 
 
+def test_device_argument_copies_only_what_cannot_be_shared(toy_model):
+    frozen = toy_model.frozen.weight
+    same = TrainableExponentialMovingAverage(toy_model, momentum=0.1,
+                                             device='cpu')
+    assert same.module.frozen.weight is frozen
+    other = TrainableExponentialMovingAverage(toy_model, momentum=0.1,
+                                              device='meta')
+    assert other.shared_names == set()
+    assert other.module.frozen.weight.device.type == 'meta'
+    assert other.module.frozen.scale.device.type == 'meta'
+    other.update_parameters(toy_model)
+    # The source model was not moved.
+    assert toy_model.frozen.weight is frozen and frozen.device.type == 'cpu'
+    assert toy_model.frozen.scale.device.type == 'cpu'
+
+
 def test_values_follow_a_hand_computed_ema():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2)).double()

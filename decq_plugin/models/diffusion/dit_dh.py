@@ -137,7 +137,8 @@ class DiTDH(nn.Module):
         super().__init__()
         cfg = _resolve_arch(arch)
         if in_channels <= 0:
-            raise ValueError(f'in_channels must be positive, got {in_channels}')
+            raise ValueError(
+                f'in_channels must be positive, got {in_channels}')
         if patch_size <= 0 or grid_size <= 0 or grid_size % patch_size:
             raise ValueError(f'grid_size ({grid_size}) must be a positive '
                              f'multiple of patch_size ({patch_size})')

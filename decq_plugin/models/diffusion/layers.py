@@ -125,7 +125,8 @@ class Attention(nn.Module):
     """Multi-head self-attention through ``F.scaled_dot_product_attention``
     with optional RoPE on queries and keys. [B, N, D] -> [B, N, D]."""
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
+    def __init__(self, dim: int, num_heads: int,
+                 qkv_bias: bool = True) -> None:
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(

@@ -78,11 +78,11 @@ class DINODiscriminator(nn.Module):
 
     Images ``[B, 3, H, W]`` in ``[0, 1]`` are resized (bicubic) to
     ``input_size``, normalised with the model's mean/std (ImageNet for DINO)
-    and run through the frozen ViT up to the last chosen block; each chosen block's patch tokens
-    (prefix tokens dropped) go through one :class:`TokenHead`. The ViT stays
-    in eval mode and never needs grad, but gradients reach the input images
-    (for the generator loss); a detached input (the real branch) stores no
-    ViT activations.
+    and run through the frozen ViT up to the last chosen block; each chosen
+    block's patch tokens (prefix tokens dropped) go through one
+    :class:`TokenHead`. The ViT stays in eval mode and never needs grad, but
+    gradients reach the input images (for the generator loss); a detached
+    input (the real branch) stores no ViT activations.
 
     Args:
         model_name: timm ViT name; default DINO ViT-S/8.

@@ -113,7 +113,8 @@ class FlowMatchingLoss(nn.Module):
             noise: noise like ``latents`` (default: standard normal).
         """
         if 'patch' not in latents:
-            raise KeyError(f"latents need a 'patch' entry, got {sorted(latents)}")
+            raise KeyError(
+                f"latents need a 'patch' entry, got {sorted(latents)}")
         unknown = set(latents) - {'patch', 'query'}
         if unknown:
             raise KeyError(f'unexpected latent keys {sorted(unknown)}')

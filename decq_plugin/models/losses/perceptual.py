@@ -1,4 +1,4 @@
-"""LPIPS perceptual loss (VGG trunk) of the stage-1 decoder training.
+"""LPIPS perceptual loss (VGG trunk by default) of the stage-1 decoder training.
 
 Wraps the ``lpips`` package. The package's own trunk loading goes through
 torchvision's deprecated ``pretrained=True`` download; here the trunk is
@@ -20,6 +20,9 @@ from decq_plugin.registry import MODELS
 _TRUNK_WEIGHTS = {
     'vgg': ('vgg16-397923af.pth',
             'https://download.pytorch.org/models/vgg16-397923af.pth'),
+    # A far cheaper trunk, used by the CPU demo.
+    'alex': ('alexnet-owt-7be5be79.pth',
+             'https://download.pytorch.org/models/alexnet-owt-7be5be79.pth'),
 }
 _LIN_WEIGHTS_DIR = os.path.join(os.path.dirname(lpips.__file__), 'weights',
                                 'v0.1')
@@ -44,7 +47,7 @@ def _load_trunk_state(net: str,
             url, map_location='cpu', weights_only=True, check_hash=True)
     except Exception as err:
         raise MissingPretrainedWeightsError(
-            f'LPIPSLoss needs the torchvision {net.upper()}16 ImageNet '
+            f'LPIPSLoss needs the torchvision {net} trunk ImageNet '
             f'weights {file_name} and could not download them ({err}). '
             f'Download {url} and put it in {_hub_checkpoint_dir()} (the '
             f'torch hub cache; $TORCH_HOME moves it), or pass '
@@ -57,7 +60,7 @@ class LPIPSLoss(nn.Module):
     """Mean LPIPS distance between two image batches; frozen, always eval.
 
     Args:
-        net: LPIPS trunk; only ``'vgg'`` (VGG16) is supported.
+        net: LPIPS trunk: ``'vgg'`` (VGG16, the reference) or ``'alex'``.
         pretrained_trunk: load the ImageNet trunk weights (``False`` keeps
             a random trunk, for tests).
         trunk_weights_path: local torchvision ``vgg16-397923af.pth``; when

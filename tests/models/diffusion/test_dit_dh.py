@@ -207,7 +207,8 @@ def test_gradients_flow_and_checkpointing_matches():
     grads = []
     for model in (ref, ckpt):
         out = model(x, t, y)
-        (out['patch'].square().mean() + out['query'].square().mean()).backward()
+        loss = out['patch'].square().mean() + out['query'].square().mean()
+        loss.backward()
         grads.append({n: p.grad for n, p in model.named_parameters()})
     for name, g in grads[0].items():
         assert g is not None, name

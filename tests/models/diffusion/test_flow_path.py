@@ -36,7 +36,8 @@ def test_interpolation_uses_one_time_per_sample():
     t = torch.tensor([0.0, 0.25, 1.0])
     out = interpolate(x, eps, t)
     for k in x:
-        torch.testing.assert_close(out[k][1], 0.75 * x[k][1] + 0.25 * eps[k][1])
+        torch.testing.assert_close(out[k][1],
+                                   0.75 * x[k][1] + 0.25 * eps[k][1])
         assert torch.equal(out[k][2], eps[k][2])
 
 

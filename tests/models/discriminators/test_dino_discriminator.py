@@ -81,6 +81,23 @@ def test_taps_the_chosen_blocks(disc):
         assert torch.allclose(f, captured[i][:, prefix:].transpose(1, 2))
 
 
+def test_input_normalisation_uses_model_statistics(disc):
+    cfg = timm.models.get_pretrained_cfg('vit_small_patch8_224.dino')
+    assert cfg.mean == (0.485, 0.456, 0.406)  # ImageNet, for DINO
+    tiny_cfg = disc.feature_net.pretrained_cfg
+    assert torch.allclose(disc.mean.flatten(), torch.tensor(tiny_cfg['mean']))
+    assert torch.allclose(disc.std.flatten(), torch.tensor(tiny_cfg['std']))
+    assert 'mean' not in disc.state_dict()
+    # The ViT sees (x - mean) / std: check through the patch embedding.
+    seen = {}
+    handle = disc.feature_net.patch_embed.register_forward_hook(
+        lambda m, inp, out: seen.__setitem__('x', inp[0]))
+    x = _images(size=32)
+    disc.features(x)
+    handle.remove()
+    assert torch.allclose(seen['x'], (x - disc.mean) / disc.std)
+
+
 def test_spectral_norm_on_every_head_conv(disc):
     convs = [m for m in disc.heads.modules()
              if isinstance(m, torch.nn.Conv1d)]

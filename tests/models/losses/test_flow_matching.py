@@ -127,7 +127,8 @@ def test_same_time_for_patch_and_query():
 
     FlowMatchingLoss()(model, x, torch.zeros(4, dtype=torch.long), noise=eps)
     # x_t = 1 - t for both latents, so both reveal the same per-sample t.
-    torch.testing.assert_close(seen['patch'][:, 0, 0, 0], seen['query'][:, 0, 0])
+    torch.testing.assert_close(seen['patch'][:, 0, 0, 0],
+                               seen['query'][:, 0, 0])
 
 
 def test_registry_and_validation():
