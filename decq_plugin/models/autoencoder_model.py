@@ -113,8 +113,12 @@ class AutoencoderModel(BaseModel):
         losses.update(self.reconstruction_losses(recon, images))
         if use_gan:
             rec = losses['loss_l1'] + losses.get('loss_perceptual', 0.0)
+            # Eval mode: no spectral-norm power iteration on this pass.
+            was_training = self.discriminator.training
+            self.discriminator.eval()
             g_loss = generator_hinge_loss(
                 self.discriminator(self.diffaug(recon)))
+            self.discriminator.train(was_training)
             weight = adaptive_weight(rec, g_loss,
                                      unwrap(self.tokenizer).last_layer,
                                      self.adaptive_weight_max)
@@ -124,8 +128,10 @@ class AutoencoderModel(BaseModel):
 
     def discriminator_loss(self, images: torch.Tensor,
                            recon: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Hinge loss on real and reconstructed images (one forward)."""
-        both = self.diffaug(torch.cat([images, recon.clamp(0, 1)], dim=0))
+        """Hinge loss on real and reconstructed images (one forward); the
+        reconstructions are quantised to 8 bits like real images."""
+        fake = recon.clamp(0, 1).mul(255).round().div(255)
+        both = self.diffaug(torch.cat([images, fake], dim=0))
         logits = self.discriminator(both)
         real, fake = logits.chunk(2, dim=0)
         return {'loss_disc': hinge_d_loss(real, fake),
