@@ -1,2 +1,3 @@
 """Datasets and transforms."""
-from . import demo_images, image_folder, latent_dataset, transforms  # noqa: F401
+from . import (class_labels, demo_images, image_folder,  # noqa: F401
+               latent_dataset, transforms)

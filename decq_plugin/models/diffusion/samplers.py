@@ -45,9 +45,12 @@ SHIFT_DIMS = ('patch', 'all')
 # Frozen auxiliary models (tokenizers, autoguidance guides).
 # ---------------------------------------------------------------------------
 def freeze(module: nn.Module) -> nn.Module:
-    """No gradients and eval mode for every parameter of ``module``."""
+    """No gradients and eval mode for ``module``; it is also marked as
+    initialised, so MMEngine's ``init_weights`` (run by the Runner) does not
+    overwrite its (loaded) weights."""
     for p in module.parameters():
         p.requires_grad_(False)
+    module.is_init = True  # what BaseModule.init_weights checks
     return module.eval()
 
 

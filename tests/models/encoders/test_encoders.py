@@ -239,9 +239,11 @@ def _mmpretrain_encoder(seed: int = 0, **kwargs) -> MMPretrainViTEncoder:
 def _mmpretrain_model(seed: int = 1) -> nn.Module:
     from mmpretrain.models import VisionTransformer
     torch.manual_seed(seed)
-    return VisionTransformer(arch=MMPRE_ARCH, patch_size=14, img_size=SIZE,
-                             layer_scale_init_value=1.0, out_type='raw',
-                             final_norm=False).eval()
+    model = VisionTransformer(arch=MMPRE_ARCH, patch_size=14, img_size=SIZE,
+                              layer_scale_init_value=1.0, out_type='raw',
+                              final_norm=False)
+    model.eval()  # mmpretrain's train() returns None
+    return model
 
 
 def _mmpretrain_reference(model: nn.Module,

@@ -1,0 +1,4 @@
+# DiT-DH-S on DECQ latents, 80 epochs.
+_base_ = ['./ldm_dit-dh-xl_decq-q8-l0369-dinov2-b-reg_8xb128-80e_in1k-256.py']
+
+model = dict(denoiser=dict(arch='S'))

@@ -1,0 +1,4 @@
+# DiT-DH-S on RAE latents, 800 epochs.
+_base_ = ['./ldm_dit-dh-xl_rae-dinov2-b-reg_8xb128-800e_in1k-256.py']
+
+model = dict(denoiser=dict(arch='S'))

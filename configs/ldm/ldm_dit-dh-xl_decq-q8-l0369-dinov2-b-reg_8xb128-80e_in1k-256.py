@@ -1,0 +1,7 @@
+# DiT-DH-XL on DECQ latents, 80 epochs, ImageNet 256, global batch 1024.
+_base_ = [
+    '../_base_/models/ldm_decq_dit-dh-xl.py',
+    '../_base_/datasets/imagenet_256_latents.py',
+    '../_base_/schedules/ldm_adamw_80e.py',
+    '../_base_/default_runtime.py',
+]
