@@ -109,14 +109,19 @@ class QueryCondenser(nn.Module):
         self._state: Optional[torch.Tensor] = None
 
     # -- attaching -----------------------------------------------------------
+    def check_encoder(self, encoder: VFMEncoder) -> List[int]:
+        """Check ``embed_dim`` and ``layers`` against ``encoder``; return
+        the tapped block indices, non-negative, in depth order."""
+        if encoder.embed_dim != self.embed_dim:
+            raise ValueError(f'embed_dim={self.embed_dim} does not match the '
+                             f'VFM width {encoder.embed_dim}')
+        return check_block_indices(self.layers, encoder.num_blocks)
+
     def attach(self, encoder: VFMEncoder) -> None:
         """Register one forward hook per tapped block of ``encoder``."""
         if self._handles:
             raise RuntimeError('this QueryCondenser is already attached')
-        if encoder.embed_dim != self.embed_dim:
-            raise ValueError(f'embed_dim={self.embed_dim} does not match the '
-                             f'VFM width {encoder.embed_dim}')
-        layers = check_block_indices(self.layers, encoder.num_blocks)
+        layers = self.check_encoder(encoder)
         self._num_prefix = encoder.num_prefix_tokens
         for idx, layer in enumerate(layers):
             block = encoder.blocks[layer]

@@ -116,7 +116,8 @@ class ViTPixelDecoder(nn.Module):
                 self.grid_size:
             raise ValueError(f'patch latents must be [B, C, {self.grid_size}, '
                              f'{self.grid_size}], got {tuple(patch.shape)}')
-        if (query is None) != (self.num_queries == 0):
+        if (query is None) != (self.num_queries == 0) or (
+                query is not None and query.shape[1] != self.num_queries):
             raise ValueError(
                 f'this decoder expects {self.num_queries} query tokens, got '
                 f'{"none" if query is None else tuple(query.shape)}')

@@ -138,7 +138,7 @@ class LatentDiffusionModel(BaseModel):
         if decode_with is not None:
             self.rae_decoder = self._build_rae_decoder(decode_with)
 
-    # -- construction ------------------------------------------------------------
+    # -- construction -------------------------------------------------------
     def _denoiser_defaults(self, num_classes: Optional[int]) -> dict:
         shapes = self.tokenizer.latent_shapes
         c, h, w = shapes['patch']
@@ -200,7 +200,7 @@ class LatentDiffusionModel(BaseModel):
             self.guidance.eval()
         return self
 
-    # -- latents -------------------------------------------------------------------
+    # -- latents ------------------------------------------------------------
     @property
     def latent_shapes(self) -> Dict[str, tuple]:
         """Per-sample latent shapes, e.g. ``{'patch': (C, h, w)}``."""
@@ -286,7 +286,8 @@ class LatentDiffusionModel(BaseModel):
                                  f'{labels.shape[0]} labels, got {got}')
             noise = map_latents(lambda z: z.to(device), noise)
         shift = None
-        if self.sampler.shift is None and hasattr(self.loss, 'time_shift'):
+        if getattr(self.sampler, 'shift', None) is None and hasattr(
+                self.loss, 'time_shift'):
             shift = self.loss.time_shift(noise)  # the training shift
         with eval_mode(self.denoiser):
             return self.sampler(self.velocity_fn(), noise, labels,
@@ -312,12 +313,17 @@ class LatentDiffusionModel(BaseModel):
         :meth:`sample_latents`)."""
         return self.decode(self.sample_latents(labels, noise, generator))
 
-    # -- MMEngine entry points ---------------------------------------------------
+    # -- MMEngine entry points ----------------------------------------------
     def _to_latents(self, inputs: Union[Tensor, Latents]) -> Latents:
+        """Images (encoded here) or cached latents -> float32 latents."""
         if isinstance(inputs, Tensor):
-            return self.encode(inputs)
-        if isinstance(inputs, dict) and 'patch' in inputs:
-            return dict(inputs)
+            latents = self.encode(inputs)
+        elif isinstance(inputs, dict) and 'patch' in inputs:
+            latents = inputs
+        else:
+            latents = None
+        if latents is not None:
+            return {k: v.float() for k, v in latents.items()}
         raise TypeError('inputs must be images [B,3,H,W] or a latents dict '
                         f"with 'patch', got {type(inputs).__name__}")
 

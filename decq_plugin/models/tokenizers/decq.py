@@ -32,6 +32,7 @@ class DecQTokenizer(BaseTokenizer):
     def _build_latent_modules(self) -> None:
         self.condenser = build_module(
             self._condenser_cfg, embed_dim=self.encoder.embed_dim)
+        self.condenser.check_encoder(self.encoder)  # fail at build time
 
     @property
     def num_queries(self) -> int:
