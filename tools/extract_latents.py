@@ -152,7 +152,7 @@ def resolve_stats(stats_arg: Optional[str], tok_cfg: dict) -> Optional[str]:
     return None if stats_arg.lower() == 'none' else stats_arg
 
 
-# -- resuming ---------------------------------------------------------------------
+# -- resuming -----------------------------------------------------------------
 def write_json(path: str, obj: dict) -> None:
     """Write ``obj`` to ``path`` atomically (temporary file, rename)."""
     tmp = path + '.tmp'
@@ -200,7 +200,7 @@ def reopen_to_extend(folder: str, meta: dict, target: int) -> None:
     write_json(osp.join(folder, META_FILE), meta)
 
 
-# -- the work -----------------------------------------------------------------------
+# -- the work -----------------------------------------------------------------
 @torch.no_grad()
 def extract_rank(tokenizer: torch.nn.Module, dataset: Dataset, folder: str,
                  *, rank: int = 0, world_size: int = 1,
@@ -290,10 +290,19 @@ def merge_rank_folders(out_dir: str, world_size: int) -> dict:
     return merged
 
 
+def init_launcher(launcher: str) -> None:
+    """Join the process group of ``launcher`` (gloo for CPU-only runs)."""
+    if launcher == 'none':
+        return
+    if launcher == 'pytorch' and not torch.cuda.is_available():
+        torch.distributed.init_process_group('gloo')
+    else:
+        init_dist(launcher)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.launcher != 'none':
-        init_dist(args.launcher)
+    init_launcher(args.launcher)
     rank, world_size = get_dist_info()
     checkpoint = None if args.checkpoint == 'none' else args.checkpoint
     if checkpoint:

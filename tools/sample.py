@@ -120,7 +120,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-# -- config overrides ------------------------------------------------------------
+# -- config overrides ---------------------------------------------------------
 def apply_sampling_options(cfg, num_steps: Optional[int],
                            scale: Optional[float],
                            interval: Optional[Sequence[float]]) -> None:
@@ -240,7 +240,7 @@ def load_sampling_weights(model: torch.nn.Module,
                           strict=False)
 
 
-# -- output files -------------------------------------------------------------------
+# -- output files -------------------------------------------------------------
 def png_path(sample_dir: str, index: int) -> str:
     return osp.join(sample_dir, f'{index:06d}.png')
 
@@ -269,10 +269,10 @@ def check_settings(out_dir: str, settings: dict, write: bool) -> None:
         differ = sorted(k for k in set(stored) | set(settings)
                         if stored.get(k) != settings.get(k))
         if differ:
-            raise ValueError(
-                f'{out_dir} holds samples made with other settings '
-                f'({", ".join(f"{k}: {stored.get(k)!r} there, now {settings.get(k)!r}" for k in differ)}); '  # noqa: E501
-                'use another --out-dir')
+            changes = '; '.join(f'{k}: {stored.get(k)!r} there, now '
+                                f'{settings.get(k)!r}' for k in differ)
+            raise ValueError(f'{out_dir} holds samples made with other '
+                             f'settings ({changes}); use another --out-dir')
     elif write:
         os.makedirs(out_dir, exist_ok=True)
         tmp = path + '.tmp'
@@ -315,7 +315,7 @@ def pack_npz(sample_dir: str, labels: Sequence[int], path: str) -> tuple:
     return full
 
 
-# -- the work -----------------------------------------------------------------------
+# -- the work -----------------------------------------------------------------
 @torch.no_grad()
 def sample_rank(model, labels: ClassLabelDataset, sample_dir: str, *,
                 rank: int = 0, world_size: int = 1, batch_size: int = 64,
@@ -355,10 +355,19 @@ def run_metrics(args, npz_path: str) -> dict:
                                 device=args.device)
 
 
+def init_launcher(launcher: str) -> None:
+    """Join the process group of ``launcher`` (gloo for CPU-only runs)."""
+    if launcher == 'none':
+        return
+    if launcher == 'pytorch' and not torch.cuda.is_available():
+        torch.distributed.init_process_group('gloo')
+    else:
+        init_dist(launcher)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.launcher != 'none':
-        init_dist(args.launcher)
+    init_launcher(args.launcher)
     rank, world_size = get_dist_info()
     check_file(args.checkpoint, 'checkpoint')
     if args.reference is not None and not osp.exists(args.reference):
@@ -394,7 +403,8 @@ def main(argv=None) -> dict:
         raw_weights=args.raw_weights, seed=args.seed,
         num_per_class=args.num_per_class, classes=classes,
         image_size=model.image_size, sampler=repr(model.sampler),
-        guidance=describe_guidance(model.guidance), cfg_options=args.cfg_options or {})
+        guidance=describe_guidance(model.guidance),
+        cfg_options=args.cfg_options or {})
     check_settings(args.out_dir, settings, write=rank == 0)
     barrier()
 

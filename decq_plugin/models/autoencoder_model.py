@@ -166,6 +166,7 @@ class AutoencoderModel(BaseModel):
                 d_losses = self.discriminator_loss(images, recon)
                 d_total, d_log = self.parse_losses(d_losses)
             disc_wrapper.update_params(d_total)
+            d_log.pop('loss')  # keep 'loss' the generator's total
             log_vars.update(d_log)
         return log_vars
 

@@ -22,7 +22,8 @@ PREFIX = 5  # CLS + 4 registers
 # init_values=1: DINOv2's 1e-5 layer scales would make the random blocks
 # near-identities, so tapping the wrong block would go unnoticed.
 TINY_VFM = dict(embed_dim=DIM, depth=12, num_heads=2, init_values=1.0)
-ENCODER = dict(type='TimmViTEncoder', model_name='vit_base_patch14_reg4_dinov2',
+ENCODER = dict(type='TimmViTEncoder',
+               model_name='vit_base_patch14_reg4_dinov2',
                input_size=56, pretrained=False, model_kwargs=TINY_VFM)
 DECODER = dict(type='ViTPixelDecoder', patch_size=8,
                arch=dict(width=32, depth=2, num_heads=2, mlp_dim=64))
@@ -86,7 +87,7 @@ def _hooks_left(enc: TimmViTEncoder) -> List[str]:
             if b._forward_hooks or b._forward_pre_hooks]
 
 
-# -- the invariant -------------------------------------------------------------
+# -- the invariant ------------------------------------------------------------
 @pytest.mark.parametrize('tap,kv_tokens', [('output', 'patch'),
                                            ('input', 'all')])
 def test_patch_tokens_bit_identical_with_and_without(tap, kv_tokens):
@@ -151,7 +152,7 @@ def test_condensers_detach_even_a_trainable_vfm():
     assert enc.vit.patch_embed.proj.weight.grad is not None
 
 
-# -- hooks -------------------------------------------------------------------------
+# -- hooks --------------------------------------------------------------------
 def test_hooks_removed_after_condense():
     enc = _encoder()
     cond = _condenser()
@@ -195,7 +196,7 @@ def test_vfm_alone_ignores_attached_condenser():
     assert _hooks_left(enc) == []
 
 
-# -- what the queries see, and in which order ----------------------------------------
+# -- what the queries see, and in which order ---------------------------------
 @pytest.mark.parametrize('layers,tap,kv_tokens', [
     ((0, 3, 6, 9), 'output', 'patch'),
     ((0, 3, 6, 9), 'input', 'patch'),
@@ -314,7 +315,7 @@ def test_query_init_and_parameter_count():
     assert isinstance(cond.blocks[0], CondenserBlock)
 
 
-# -- argument checks ------------------------------------------------------------------
+# -- argument checks ----------------------------------------------------------
 @pytest.mark.parametrize('layers', [(0, 12), (0, 0), (-13, )])
 def test_invalid_layers_raise(layers):
     enc = _encoder()

@@ -23,6 +23,18 @@ weights in), and the saved ``state_dict`` holds the EMA weights.
 
 Class dropout (for classifier-free guidance) happens in the denoiser
 (``DiTDH(class_dropout=0.1)``), nowhere else.
+
+A config sketch (DecQ, autoguidance)::
+
+    model = dict(
+        type='LatentDiffusionModel', num_classes=1000,
+        tokenizer=dict(type='DecQTokenizer', ..., latent_stats='stats.pt'),
+        tokenizer_ckpt='stage1/epoch_16.pth',
+        denoiser=dict(type='DiTDH', arch='XL'),
+        sampler=dict(type='EulerSampler', num_points=50),
+        guidance=dict(type='AutoGuidance', scale=1.42,
+                      guide=dict(type='DiTDH', arch='S'),
+                      guide_ckpt='dit_s/iter_xxx.pth'))
 """
 import logging
 from contextlib import contextmanager

@@ -75,7 +75,7 @@ def _timm_reference(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(patches, (patches.shape[-1], ), eps=1e-6)
 
 
-# -- timm adapter ---------------------------------------------------------------
+# -- timm adapter -------------------------------------------------------------
 def test_timm_output_shape_and_prefix_dropped():
     enc = _timm_encoder()
     assert enc.num_prefix_tokens == 5  # CLS + 4 registers
@@ -226,7 +226,7 @@ def test_timm_weights_path_at_another_resolution(tmp_path):
     assert torch.equal(enc.vit.reg_token, source.reg_token)
 
 
-# -- mmpretrain adapter -----------------------------------------------------------
+# -- mmpretrain adapter -------------------------------------------------------
 def _mmpretrain_encoder(seed: int = 0, **kwargs) -> MMPretrainViTEncoder:
     torch.manual_seed(seed)
     cfg = dict(type='MMPretrainViTEncoder', input_size=SIZE,
