@@ -140,7 +140,7 @@ def test_baseline_without_linear_heads():
 
 def test_argument_validation():
     with pytest.raises(ValueError, match='net'):
-        LPIPSLoss(net='alex', pretrained_trunk=False)
+        LPIPSLoss(net='resnet', pretrained_trunk=False)
     with pytest.raises(ValueError, match='trunk_weights_path'):
         LPIPSLoss(pretrained_trunk=False, trunk_weights_path='x.pth')
 
@@ -148,3 +148,18 @@ def test_argument_validation():
 def test_shape_mismatch_rejected(loss):
     with pytest.raises(ValueError, match='pred and target'):
         loss(_images(0), _images(1, size=16))
+
+
+def test_alexnet_trunk_matches_lpips_package():
+    """The cheaper AlexNet trunk (used by the CPU demo) computes what the
+    lpips package computes with the same random trunk and shipped heads."""
+    import lpips
+    torch.manual_seed(0)
+    ours = LPIPSLoss(net='alex', pretrained_trunk=False)
+    ref = lpips.LPIPS(net='alex', pretrained=True, pnet_rand=True,
+                      verbose=False)
+    ref.net.load_state_dict(ours.lpips.net.state_dict())
+    a, b = _images(0), _images(1)
+    expected = ref(a, b, normalize=True).mean()
+    assert torch.allclose(ours(a, b), expected, atol=1e-6)
+    assert ours(a, a).item() == 0.0
