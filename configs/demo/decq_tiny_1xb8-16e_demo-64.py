@@ -54,3 +54,9 @@ train_cfg = dict(val_interval=4)
 default_hooks = dict(
     logger=dict(interval=8), checkpoint=dict(interval=4, max_keep_ckpts=2))
 model_wrapper_cfg = dict(find_unused_parameters=True)
+# 512 iterations in all: a short EMA horizon, or the average would still hold
+# a third of the initial weights at the end (0.9978 ** 512 = 0.32).
+custom_hooks = [
+    dict(type='EMAHook', ema_type='TrainableExponentialMovingAverage',
+         momentum=0.02, update_buffers=False, priority='ABOVE_NORMAL')
+]
