@@ -51,11 +51,19 @@ def build_tokenizer_from_config(config: Union[str, Config],
     cfg = _load_config(config, cfg_options)
     model_cfg = cfg.model
     nested = 'tokenizer' in model_cfg
-    tokenizer = MODELS.build(model_cfg.tokenizer if nested else model_cfg)
+    tok_cfg = model_cfg.tokenizer if nested else model_cfg
+    if checkpoint and 'encoder' in tok_cfg:
+        # The VFM weights come from the checkpoint: nothing to download.
+        tok_cfg.encoder.pretrained = False
+    tokenizer = MODELS.build(tok_cfg)
     if not hasattr(tokenizer, 'encode') or not hasattr(tokenizer, 'decode'):
         raise TypeError(f'{type(tokenizer).__name__} from the config is not '
                         'a tokenizer (it has no encode/decode)')
     if checkpoint:
         load_model_weights(tokenizer, checkpoint, key=key,
                            prefix='tokenizer' if nested else '')
+        # A stats file named by the config wins over the checkpoint's
+        # normaliser buffers (stage-1 checkpoints carry empty ones).
+        if tok_cfg.get('latent_stats'):
+            tokenizer.normalizer.load(tok_cfg.latent_stats)
     return tokenizer.to(device).eval()
