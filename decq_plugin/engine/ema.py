@@ -21,10 +21,19 @@ from typing import Dict, List, Mapping, Optional, Set, Union
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
-from mmengine.model import ExponentialMovingAverage
+from mmengine.model import ExponentialMovingAverage, is_model_wrapper
 from torch.nn.modules.module import _IncompatibleKeys
 
 from decq_plugin.registry import MODELS
+
+
+def strip_wrappers(name: str, wrappers: Set[str]) -> str:
+    """``'tokenizer.module.decoder.w'`` -> ``'tokenizer.decoder.w'`` when
+    ``'tokenizer'`` is a model wrapper (its child is called ``module``)."""
+    parts = name.split('.')
+    kept = [part for i, part in enumerate(parts)
+            if not (part == 'module' and '.'.join(parts[:i]) in wrappers)]
+    return '.'.join(kept)
 
 
 @MODELS.register_module()
@@ -121,6 +130,12 @@ class TrainableExponentialMovingAverage(ExponentialMovingAverage):
         self.register_buffer('steps', torch.tensor(0, dtype=torch.long))
         params = dict(self.module.named_parameters())
         self.avg_parameters = {n: params[n] for n in self._trainable}
+        # Checkpoint names: without the ``.module`` of wrapped submodules
+        # (``MMSeparateDistributedDataParallel`` wraps children in place),
+        # as the runner's ``get_state_dict`` writes the model's keys.
+        wrappers = {n for n, m in self.module.named_modules()
+                    if is_model_wrapper(m)}
+        self._key = {n: strip_wrappers(n, wrappers) for n in self._trainable}
 
     @property
     def shared_names(self) -> Set[str]:
@@ -154,7 +169,8 @@ class TrainableExponentialMovingAverage(ExponentialMovingAverage):
     def _own_tensors(self) -> Dict[str, torch.Tensor]:
         """``'steps'`` and ``'module.<name>'`` of each averaged parameter."""
         out = OrderedDict(steps=self.steps)
-        out.update((f'module.{n}', p) for n, p in self.avg_parameters.items())
+        out.update((f'module.{self._key[n]}', p)
+                   for n, p in self.avg_parameters.items())
         return out
 
     def state_dict(self,
@@ -181,7 +197,9 @@ class TrainableExponentialMovingAverage(ExponentialMovingAverage):
         targets = self._own_tensors()
         own = list(targets)
         missing = [k for k in own if k not in state_dict]
-        shared = {f'module.{n}' for n in self._shared}
+        wrappers = {n for n, m in self.module.named_modules()
+                    if is_model_wrapper(m)}
+        shared = {f'module.{strip_wrappers(n, wrappers)}' for n in self._shared}
         unexpected = [
             k for k in state_dict if k not in set(own) and k not in shared
         ]

@@ -221,3 +221,30 @@ def test_ema_hook_load_from_starts_ema_at_the_loaded_weights(
     for name in TRAINABLE:
         assert torch.equal(ema.state_dict()[f'module.{name}'], loaded[name])
     assert ema.module.frozen.weight is runner.model.frozen.weight
+
+
+def test_keys_of_wrapped_submodules_match_the_runner_checkpoint():
+    """Multi-GPU stage 1 wraps submodules in place
+    (MMSeparateDistributedDataParallel): the EMA keys must still be the
+    unwrapped names that ``get_state_dict`` writes, or EMAHook's swap of
+    ``ema_state_dict`` with ``state_dict`` fails."""
+    from mmengine.runner.checkpoint import get_state_dict
+
+    from decq_plugin.engine.ema import TrainableExponentialMovingAverage
+    from decq_plugin.registry import MODEL_WRAPPERS
+
+    @MODEL_WRAPPERS.register_module(name='_EmaKeyTestWrapper', force=True)
+    class Wrapper(nn.Module):
+
+        def __init__(self, module: nn.Module) -> None:
+            super().__init__()
+            self.module = module
+
+    model = nn.Module()
+    model.frozen = nn.Linear(2, 2).requires_grad_(False)
+    model.net = Wrapper(nn.Linear(2, 3))
+    ema = TrainableExponentialMovingAverage(model, momentum=0.1)
+    keys = set(ema.state_dict()) - {'steps'}
+    assert keys == {'module.net.weight', 'module.net.bias'}
+    assert {k[len('module.'):] for k in keys} <= set(get_state_dict(model))
+    ema.load_state_dict(ema.state_dict())  # round trip with the new keys
