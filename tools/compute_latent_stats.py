@@ -15,7 +15,7 @@ import sys
 
 import torch
 from mmengine.config import DictAction
-from mmengine.dist import all_reduce, get_rank, init_dist, is_main_process
+from mmengine.dist import all_reduce, get_rank, is_main_process
 from tqdm import tqdm
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -23,7 +23,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from decq_plugin.apis import build_tokenizer_from_config  # noqa: E402
 from decq_plugin.models.tokenizers.latent_stats import \
     LatentStatsAccumulator  # noqa: E402
-from decq_plugin.utils.launch import check_file, load_config  # noqa: E402
+from decq_plugin.utils.launch import (check_file, init_launcher,  # noqa: E402
+                                      load_config)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,8 +54,7 @@ def build_loader(cfg, split: str, batch_size=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.launcher != 'none':
-        init_dist(args.launcher)
+    init_launcher(args.launcher)
     checkpoint = None if args.checkpoint == 'none' else args.checkpoint
     if checkpoint:
         check_file(checkpoint, 'checkpoint')

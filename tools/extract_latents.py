@@ -42,7 +42,7 @@ from typing import List, Optional
 import torch
 from mmengine.config import DictAction
 from mmengine.dataset import default_collate
-from mmengine.dist import barrier, get_dist_info, init_dist
+from mmengine.dist import barrier, get_dist_info
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
@@ -52,7 +52,8 @@ from decq_plugin.apis import build_tokenizer_from_config  # noqa: E402
 from decq_plugin.datasets.latent_dataset import (  # noqa: E402
     META_FILE, LatentShardWriter)
 from decq_plugin.registry import DATASETS  # noqa: E402
-from decq_plugin.utils.launch import check_file, load_config  # noqa: E402
+from decq_plugin.utils.launch import (check_file, init_launcher,  # noqa: E402
+                                      load_config)
 
 DTYPES = ('float16', 'bfloat16', 'float32')
 CONFIG_TRANSFORM = 'config'
@@ -288,16 +289,6 @@ def merge_rank_folders(out_dir: str, world_size: int) -> dict:
                   merged_from=[f'rank_{r}' for r in range(world_size)])
     write_json(osp.join(out_dir, META_FILE), merged)
     return merged
-
-
-def init_launcher(launcher: str) -> None:
-    """Join the process group of ``launcher`` (gloo for CPU-only runs)."""
-    if launcher == 'none':
-        return
-    if launcher == 'pytorch' and not torch.cuda.is_available():
-        torch.distributed.init_process_group('gloo')
-    else:
-        init_dist(launcher)
 
 
 def main(argv=None) -> dict:

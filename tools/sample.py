@@ -43,7 +43,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import torch
 from mmengine.config import DictAction
-from mmengine.dist import barrier, get_dist_info, init_dist
+from mmengine.dist import barrier, get_dist_info
 from mmengine.logging import print_log
 from PIL import Image
 from tqdm import tqdm
@@ -54,7 +54,8 @@ from decq_plugin.apis import build_model_from_config  # noqa: E402
 from decq_plugin.datasets.class_labels import ClassLabelDataset  # noqa: E402
 from decq_plugin.engine.checkpoint import (  # noqa: E402
     CheckpointFormatError, StateDictMismatchError, safe_load_checkpoint)
-from decq_plugin.utils.launch import check_file, load_config  # noqa: E402
+from decq_plugin.utils.launch import (check_file, init_launcher,  # noqa: E402
+                                      load_config)
 from decq_plugin.utils.npz import save_npz_streamed  # noqa: E402
 
 METRIC_NAMES = ('fid', 'is', 'precision', 'recall')
@@ -353,16 +354,6 @@ def run_metrics(args, npz_path: str) -> dict:
     return evaluate_samples_npz(npz_path, args.reference, extractor,
                                 metrics=args.metric_names,
                                 device=args.device)
-
-
-def init_launcher(launcher: str) -> None:
-    """Join the process group of ``launcher`` (gloo for CPU-only runs)."""
-    if launcher == 'none':
-        return
-    if launcher == 'pytorch' and not torch.cuda.is_available():
-        torch.distributed.init_process_group('gloo')
-    else:
-        init_dist(launcher)
 
 
 def main(argv=None) -> dict:

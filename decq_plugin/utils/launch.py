@@ -138,3 +138,16 @@ def build_runner(cfg: Config):
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+def init_launcher(launcher: str) -> None:
+    """Join the process group of ``launcher`` for a script outside the
+    Runner (``'none'``: single process; gloo when no GPU is present)."""
+    import torch
+    from mmengine.dist import init_dist
+    if launcher == 'none':
+        return
+    if launcher == 'pytorch' and not torch.cuda.is_available():
+        torch.distributed.init_process_group('gloo')
+    else:
+        init_dist(launcher)
