@@ -18,6 +18,8 @@ from mmengine.config import Config, DictAction
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from decq_plugin.engine.checkpoint import (  # noqa: E402
+    CheckpointError, check_checkpoint_keys)
 from decq_plugin.utils import register_all_modules  # noqa: E402
 from decq_plugin.utils.launch import (build_runner, check_file,  # noqa: E402
                                       load_config, resolve_work_dir)
@@ -97,6 +99,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(f'test.py: error: {error}')
     register_all_modules(init_default_scope=False)
     runner = build_runner(cfg)
+    # A checkpoint of another model is an error here, not a partial load
+    # with warnings (the runner's own load_from is not strict).
+    try:
+        check_checkpoint_keys(runner.model, args.checkpoint)
+    except CheckpointError as error:
+        sys.exit(f'test.py: error: {error}')
     metrics = runner.test()
     if args.out is not None and runner.rank == 0:
         dump_metrics(metrics, args.out)

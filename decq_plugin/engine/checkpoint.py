@@ -30,7 +30,7 @@ import os
 import pickle
 import re
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -397,6 +397,39 @@ def _mismatch(module: nn.Module, path: str, found: List[str],
     return StateDictMismatchError('\n  '.join(lines))
 
 
+def _check_fit(module: nn.Module, own: Dict[str, Any],
+               state: Dict[str, Any], path: str,
+               strict: bool) -> Tuple[List[str], List[str]]:
+    """Raise :class:`StateDictMismatchError` unless ``state`` fits ``own``
+    (the module's state dict); return the missing and unexpected keys."""
+    found, wanted = list(state), list(own)
+    missing = [k for k in wanted if k not in state]
+    unexpected = [k for k in found if k not in own]
+    shapes = [
+        f'{k}: checkpoint {tuple(state[k].shape)} vs module '
+        f'{tuple(own[k].shape)}' for k in found
+        if k in own and isinstance(own[k], torch.Tensor)
+        and isinstance(state[k], torch.Tensor)
+        and state[k].shape != own[k].shape
+    ]
+    if shapes or (strict and (missing or unexpected)) or not (set(found)
+                                                              & set(own)):
+        raise _mismatch(module, path, found, wanted, missing, unexpected,
+                        shapes)
+    return missing, unexpected
+
+
+def check_checkpoint_keys(model: nn.Module, path: str) -> None:
+    """Raise a clear :class:`StateDictMismatchError` when the checkpoint's
+    ``state_dict`` does not fit ``model`` exactly (model wrappers, also on
+    submodules, are looked through as the runner does when it saves)."""
+    from mmengine.runner.checkpoint import get_state_dict
+    own = get_state_dict(model)
+    checkpoint = safe_load_checkpoint(path)
+    state = _pick_state_dict(checkpoint, None, path)
+    _check_fit(model, own, state, path, strict=True)
+
+
 def load_model_weights(module: nn.Module,
                        path: str,
                        *,
@@ -440,20 +473,7 @@ def load_model_weights(module: nn.Module,
                 f"{path!r} has no key under prefix={prefix!r}; its top-level "
                 f'prefixes are {tops[:20]}; the module was left unchanged')
         state = selected
-    found, wanted = list(state), list(own)
-    missing = [k for k in wanted if k not in state]
-    unexpected = [k for k in found if k not in own]
-    shapes = [
-        f'{k}: checkpoint {tuple(state[k].shape)} vs module '
-        f'{tuple(own[k].shape)}' for k in found
-        if k in own and isinstance(own[k], torch.Tensor)
-        and isinstance(state[k], torch.Tensor)
-        and state[k].shape != own[k].shape
-    ]
-    if shapes or (strict and (missing or unexpected)) or not (set(found)
-                                                              & set(own)):
-        raise _mismatch(module, path, found, wanted, missing, unexpected,
-                        shapes)
+    missing, unexpected = _check_fit(module, own, state, path, strict)
     module.load_state_dict(state, strict=strict)
     if missing or unexpected:
         print_log(

@@ -395,3 +395,20 @@ def test_train_then_test_on_cpu(toy_config, tmp_work_dir, tmp_path):
     with open(out) as f:
         metrics = json.load(f)
     assert metrics['mse'] == pytest.approx(expected, rel=1e-5)
+
+
+def test_test_refuses_a_checkpoint_of_another_model(toy_config, tmp_path,
+                                                    capsys):
+    """The runner's load_from is not strict: tools/test.py checks the keys
+    first, so a checkpoint from elsewhere stops it with the keys named."""
+    checkpoint = str(tmp_path / 'other.pth')
+    torch.save({'state_dict': {'decoder.head.weight': torch.zeros(3, 2)}},
+               checkpoint)
+    with pytest.raises(SystemExit) as exit_info:
+        test_tool.main([
+            toy_config, checkpoint, '--work-dir',
+            str(tmp_path / 'work')
+        ])
+    message = str(exit_info.value)
+    assert 'other.pth' in message
+    assert 'linear.weight' in message and 'decoder.head.weight' in message

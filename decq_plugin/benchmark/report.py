@@ -1,0 +1,181 @@
+"""Benchmark reports: a Markdown table, CSV, JSON and the reconstruction vs
+generation trade-off plot (rPSNR against gFID, like the paper's Figure 1).
+
+A *row* is a flat dict per tokenizer (see :func:`build_rows`): the numbers
+of its stored result, the throughput relative to the first tokenizer, and
+its gFID / paper numbers when known.
+"""
+import csv
+import json
+import math
+from typing import Dict, List, Optional, Sequence
+
+from .cache import write_json_atomic
+
+CSV_FIELDS = ('name', 'psnr', 'ssim', 'rfid', 'lpips', 'encode_images_per_s',
+              'encode_vs_first', 'decode_images_per_s', 'decode_vs_first',
+              'params', 'encoder_params', 'condenser_params',
+              'decoder_params', 'encode_flops', 'decode_flops', 'gfid',
+              'num_images', 'random_weights', 'config', 'cfg_options',
+              'checkpoint', 'paper')
+# 6.4 x 4.8 inches at 150 dpi: a 960 x 720 PNG.
+PLOT_SIZE_IN = (6.4, 4.8)
+PLOT_DPI = 150
+
+
+def build_rows(results: Sequence[dict],
+               gfid: Optional[Dict[str, float]] = None,
+               paper: Optional[Dict[str, dict]] = None) -> List[dict]:
+    """One flat row per result; throughput ratios are images/s divided by
+    the first result's (so > 1 is faster than the first tokenizer)."""
+    if not results:
+        raise ValueError('no results to report')
+    gfid, paper = gfid or {}, paper or {}
+    first = results[0]['throughput']
+    rows = []
+    for result in results:
+        metrics, costs = result['metrics'], result['costs']
+        tp = result['throughput']
+        rows.append(dict(
+            name=result['name'],
+            psnr=metrics.get('psnr'), ssim=metrics.get('ssim'),
+            rfid=metrics.get('rfid'), lpips=metrics.get('lpips'),
+            encode_images_per_s=tp['encode_images_per_s'],
+            encode_vs_first=(tp['encode_images_per_s'] /
+                             first['encode_images_per_s']),
+            decode_images_per_s=tp['decode_images_per_s'],
+            decode_vs_first=(tp['decode_images_per_s'] /
+                             first['decode_images_per_s']),
+            params=costs['params'], encoder_params=costs['encoder_params'],
+            condenser_params=costs['condenser_params'],
+            decoder_params=costs['decoder_params'],
+            encode_flops=costs['encode_flops'],
+            decode_flops=costs['decode_flops'],
+            gfid=gfid.get(result['name']),
+            num_images=metrics.get('num_images'),
+            random_weights=bool(result.get('random_weights')),
+            config=result.get('config'),
+            cfg_options=result.get('cfg_options') or {},
+            checkpoint=result.get('checkpoint'),
+            paper=paper.get(result['name']) or {}))
+    return rows
+
+
+def _num(value: Optional[float], digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return '-'
+    return f'{value:.{digits}f}'
+
+
+def _gflops(flops: float) -> str:
+    value = flops / 1e9
+    return f'{value:.2f}' if value >= 1 else f'{value:.3g}'
+
+
+def _paper(numbers: dict) -> str:
+    return ', '.join(f'{k} {v}' for k, v in numbers.items()) or '-'
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """The comparison table; gFID and paper columns only when some row has
+    them. Throughput cells read 'images/s (x ratio to the first row)'."""
+    with_gfid = any(r.get('gfid') is not None for r in rows)
+    with_paper = any(r.get('paper') for r in rows)
+    head = ['Tokenizer', 'PSNR ↑', 'SSIM ↑', 'rFID ↓', 'LPIPS ↓',
+            'encode img/s', 'decode img/s', 'params (M)',
+            'GFLOPs enc / dec']
+    align = ['---'] + ['---:'] * (len(head) - 1)
+    if with_gfid:
+        head.append('gFID ↓')
+        align.append('---:')
+    if with_paper:
+        head.append('paper')
+        align.append('---')
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join(align) + '|']
+    for r in rows:
+        cells = [r['name'], _num(r['psnr'], 2), _num(r['ssim'], 4),
+                 _num(r['rfid'], 2), _num(r['lpips'], 4),
+                 f"{r['encode_images_per_s']:.1f} "
+                 f"(x{r['encode_vs_first']:.2f})",
+                 f"{r['decode_images_per_s']:.1f} "
+                 f"(x{r['decode_vs_first']:.2f})",
+                 f"{r['params'] / 1e6:.2f}",
+                 f"{_gflops(r['encode_flops'])} / "
+                 f"{_gflops(r['decode_flops'])}"]
+        if with_gfid:
+            cells.append(_num(r.get('gfid'), 2))
+        if with_paper:
+            cells.append(_paper(r.get('paper') or {}))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def markdown_report(title: str, rows: Sequence[dict],
+                    notes: Sequence[str]) -> str:
+    """``# title``, the table, then the notes as a bullet list."""
+    text = f'# {title}\n\n{markdown_table(rows)}\n'
+    if notes:
+        text += '\n' + ''.join(f'- {n}\n' for n in notes)
+    return text
+
+
+def write_markdown(path: str, title: str, rows: Sequence[dict],
+                   notes: Sequence[str]) -> None:
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write(markdown_report(title, rows, notes))
+
+
+def _csv_value(value) -> str:
+    if value is None:
+        return ''
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def write_csv(path: str, rows: Sequence[dict]) -> None:
+    """Raw numbers (full precision; params and FLOPs as counts)."""
+    with open(path, 'w', encoding='utf-8', newline='') as f:
+        writer = csv.writer(f, lineterminator='\n')
+        writer.writerow(CSV_FIELDS)
+        for row in rows:
+            writer.writerow([_csv_value(row.get(k)) for k in CSV_FIELDS])
+
+
+def write_json(path: str, summary: dict) -> None:
+    write_json_atomic(path, summary)
+
+
+def tradeoff_plot(path: str, rows: Sequence[dict], title: str = '') -> bool:
+    """rPSNR (x) vs gFID (y) of the rows that have both, each point
+    labelled with its tokenizer; a 960 x 720 PNG. Returns False (and writes
+    nothing) when no row has both numbers."""
+    points = [(r['name'], r['psnr'], r['gfid']) for r in rows
+              if r.get('psnr') is not None and r.get('gfid') is not None]
+    if not points:
+        return False
+    from matplotlib.figure import Figure  # no pyplot: no global state
+
+    fig = Figure(figsize=PLOT_SIZE_IN, dpi=PLOT_DPI)
+    ax = fig.add_subplot()
+    colors = [f'C{i % 10}' for i in range(len(points))]
+    xs = [p[1] for p in points]
+    ys = [p[2] for p in points]
+    ax.scatter(xs, ys, s=70, c=colors, zorder=3, edgecolors='black',
+               linewidths=0.6)
+    for (name, x, y), color in zip(points, colors):
+        ax.annotate(name, (x, y), xytext=(7, 5), textcoords='offset points',
+                    fontsize=9, color=color)
+    ax.set_xlabel('reconstruction: rPSNR (dB), higher is better')
+    ax.set_ylabel('generation: gFID, lower is better')
+    ax.annotate('better', xy=(0.96, 0.06), xytext=(0.76, 0.22),
+                xycoords='axes fraction', textcoords='axes fraction',
+                fontsize=9, color='0.35', ha='center',
+                arrowprops=dict(arrowstyle='->', color='0.35'))
+    ax.grid(alpha=0.3, zorder=0)
+    ax.margins(x=0.2, y=0.2)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, format='png')
+    return True

@@ -1,0 +1,245 @@
+"""Run a benchmark suite: every tokenizer on the same images, and timed on
+the same batch and device, with one cached result file per tokenizer.
+
+    runner = SuiteRunner(load_suite('builtin'), 'work_dirs/benchmark')
+    results = runner.run()        # a list of per-tokenizer result dicts
+
+Each result holds ``metrics`` (psnr, ssim, rfid, lpips, num_images),
+``costs`` (params and per-image FLOPs, see :func:`cost_summary`) and
+``throughput`` (encode/decode images per second, see
+:func:`measure_throughput`). A rerun in the same ``out_dir`` reads finished
+tokenizers from ``out_dir/results/`` (see :mod:`.cache`); their throughput
+is measured again only with ``retime=True`` or when the timing settings or
+the device changed.
+"""
+import datetime
+import os
+import os.path as osp
+import uuid
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.dataset import default_collate
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from decq_plugin.apis import build_tokenizer_from_config
+from decq_plugin.evaluation.inception import LazyFeatureExtractor
+from decq_plugin.registry import DATASETS
+from decq_plugin.utils.launch import load_config
+from .cache import (RESULT_VERSION, digest, load_result, result_key,
+                    result_path, write_json_atomic)
+from .evaluation import (FeatureStats, ReconstructionScorer, cost_summary,
+                         device_name, evaluate_reconstruction, fixed_batch,
+                         measure_throughput)
+from .suite import BenchmarkSuite, TokenizerEntry, check_files
+
+def default_device() -> str:
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+def load_entry_config(path: str, cfg_options: Dict[str, object]) -> Config:
+    """The entry's config with its ``cfg_options`` merged (dotted keys)."""
+    cfg = load_config(path)
+    if cfg_options:
+        cfg.merge_from_dict(dict(cfg_options))
+    return cfg
+
+
+class SuiteRunner:
+    """Evaluates the tokenizers of ``suite`` into ``out_dir``.
+
+    Args:
+        suite: what to compare and how.
+        out_dir: results (``results/*.json``) and caches go here.
+        device: 'cuda', 'cpu', ... (default: cuda when available).
+        force: recompute every tokenizer, ignoring stored results.
+        retime: measure throughput again for stored results too, so every
+            timing comes from this run.
+        progress: show progress bars.
+    """
+
+    def __init__(self,
+                 suite: BenchmarkSuite,
+                 out_dir: str,
+                 device: Optional[str] = None,
+                 force: bool = False,
+                 retime: bool = False,
+                 progress: bool = True) -> None:
+        self.suite = suite
+        self.out_dir = out_dir
+        self.device = torch.device(device or default_device())
+        self.force = force
+        self.retime = retime
+        self.progress = progress
+        self.run_id = (datetime.datetime.now().strftime('%Y%m%d-%H%M%S-') +
+                       uuid.uuid4().hex[:6])
+        self._dataset: Optional[Dataset] = None
+        self._timing_batch: Optional[torch.Tensor] = None
+        self._lpips = None
+        self._extractor = None
+        self._reference: Optional[FeatureStats] = None
+
+    # -- shared inputs, built on first use ------------------------------------
+    @property
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            dataset = DATASETS.build(dict(self.suite.dataset))
+            if self.suite.num_images is not None:
+                dataset = Subset(dataset, range(min(self.suite.num_images,
+                                                    len(dataset))))
+            self._dataset = dataset
+        return self._dataset
+
+    def loader(self) -> DataLoader:
+        return DataLoader(self.dataset, batch_size=self.suite.batch_size,
+                          shuffle=False, num_workers=self.suite.num_workers,
+                          collate_fn=default_collate,
+                          pin_memory=self.device.type == 'cuda')
+
+    def timing_batch(self) -> torch.Tensor:
+        if self._timing_batch is None:
+            self._timing_batch = fixed_batch(
+                self.dataset, self.suite.throughput['batch_size']).to(
+                    self.device)
+        return self._timing_batch
+
+    def lpips(self):
+        if self._lpips is None:
+            from decq_plugin.models.losses.perceptual import LPIPSLoss
+            self._lpips = LPIPSLoss(**self.suite.lpips).to(self.device)
+        return self._lpips
+
+    def extractor(self) -> LazyFeatureExtractor:
+        if self._extractor is None:
+            self._extractor = LazyFeatureExtractor(
+                self.suite.rfid['feature_extractor'],
+                batch_size=self.suite.batch_size, device=str(self.device))
+        return self._extractor
+
+    def _reference_path(self) -> str:
+        name = digest(dict(dataset=self.suite.dataset,
+                           num_images=self.suite.num_images,
+                           extractor=self.suite.rfid))[:16]
+        return osp.join(self.out_dir, 'cache', f'rfid_reference-{name}.npz')
+
+    def reference(self) -> Optional[FeatureStats]:
+        """rFID statistics of the original images, from the cache file
+        when an earlier tokenizer (or run) computed them."""
+        if self._reference is None and osp.isfile(self._reference_path()):
+            with np.load(self._reference_path()) as stats:
+                self._reference = (stats['mu'], stats['sigma'])
+        return self._reference
+
+    def _store_reference(self, stats: FeatureStats) -> None:
+        self._reference = stats
+        path = self._reference_path()
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        tmp = path + '.tmp.npz'
+        np.savez(tmp, mu=stats[0], sigma=stats[1])
+        os.replace(tmp, path)
+
+    # -- one tokenizer -------------------------------------------------------
+    def build(self, entry: TokenizerEntry, cfg: Config) -> torch.nn.Module:
+        """The tokenizer with its checkpoint, or seeded random weights."""
+        torch.manual_seed(self.suite.seed)
+        return build_tokenizer_from_config(cfg.copy(), entry.checkpoint,
+                                           device=self.device)
+
+    def time(self, tokenizer: torch.nn.Module) -> Dict[str, object]:
+        settings = self.suite.throughput
+        result = measure_throughput(tokenizer, self.timing_batch(),
+                                    settings['warmup'], settings['repeats'],
+                                    self.suite.autocast)
+        result['run_id'] = self.run_id
+        return result
+
+    def evaluate(self, entry: TokenizerEntry, tokenizer: torch.nn.Module
+                 ) -> Dict[str, object]:
+        """Reconstruction metrics, costs and throughput of one tokenizer."""
+        metrics = self.suite.metrics
+        scorer = ReconstructionScorer(
+            metrics,
+            lpips=self.lpips() if 'lpips' in metrics else None,
+            extractor=self.extractor() if 'rfid' in metrics else None,
+            reference=self.reference() if 'rfid' in metrics else None)
+        loader = self.loader()
+        values, computed = evaluate_reconstruction(
+            tokenizer, loader, scorer, self.device, self.suite.autocast,
+            desc=entry.name, progress=self.progress, total=len(loader))
+        if computed is not None:
+            self._store_reference(computed)
+        return dict(metrics=values, costs=cost_summary(tokenizer),
+                    throughput=self.time(tokenizer),
+                    image_size=tokenizer.image_size,
+                    latent_shapes={k: list(v) for k, v in
+                                   tokenizer.latent_shapes.items()})
+
+    def _timing_outdated(self, result: dict) -> bool:
+        """Whether a stored result needs its throughput measured again:
+        with ``retime``, or when batch, repeats, autocast or device
+        differ from this run's."""
+        if self.retime:
+            return True
+        stored = result.get('throughput') or {}
+        wanted = dict(self.suite.throughput, autocast=self.suite.autocast,
+                      device=str(self.device),
+                      device_name=device_name(self.device))
+        return any(stored.get(k) != v for k, v in wanted.items())
+
+    # -- the suite -------------------------------------------------------------
+    def run(self) -> List[dict]:
+        """Evaluate (or read back) every tokenizer, in suite order."""
+        configs = check_files(self.suite)  # all missing files before work
+        results: List[dict] = []
+        by_key: Dict[str, dict] = {}
+        bar = tqdm(self.suite.tokenizers, desc=self.suite.name, unit='tok',
+                   disable=not self.progress)
+        for entry in bar:
+            bar.set_postfix_str(entry.name)
+            cfg = load_entry_config(configs[entry.name], entry.cfg_options)
+            key = result_key(cfg.to_dict(), entry.checkpoint,
+                             self.suite.seed, self.suite.data_settings())
+            path = result_path(self.out_dir, entry.name)
+            stored = None if self.force else load_result(path, key)
+            if stored is None and key in by_key:  # same tokenizer, new name
+                stored = dict(by_key[key], same_as=by_key[key]['name'])
+            if stored is not None and not self._timing_outdated(stored):
+                status = 'stored'
+                result = stored
+            else:
+                tokenizer = self.build(entry, cfg)
+                if stored is not None:
+                    status = 'stored, re-timed'
+                    result = dict(stored, throughput=self.time(tokenizer))
+                else:
+                    status = 'evaluated'
+                    result = self.evaluate(entry, tokenizer)
+                    result['created'] = datetime.datetime.now().isoformat(
+                        timespec='seconds')
+                del tokenizer
+                if self.device.type == 'cuda':
+                    torch.cuda.empty_cache()
+            result.update(
+                name=entry.name, key=key, version=RESULT_VERSION,
+                config=entry.config, config_path=osp.abspath(
+                    configs[entry.name]), checkpoint=entry.checkpoint,
+                cfg_options=dict(entry.cfg_options),
+                random_weights=entry.checkpoint is None)
+            write_json_atomic(path, result)
+            by_key.setdefault(key, result)
+            results.append(result)
+            tqdm.write(f'[{status}] {summary_line(result)}')
+        return results
+
+
+def summary_line(result: dict) -> str:
+    """``name: PSNR .. SSIM .. rFID .. LPIPS .. | enc .. img/s, dec ..``."""
+    metrics, tp = result['metrics'], result['throughput']
+    parts = [f'{k.upper()} {metrics[k]:.4g}'
+             for k in ('psnr', 'ssim', 'rfid', 'lpips') if k in metrics]
+    return (f"{result['name']}: {' '.join(parts)} | encode "
+            f"{tp['encode_images_per_s']:.1f} img/s, decode "
+            f"{tp['decode_images_per_s']:.1f} img/s")
