@@ -8,6 +8,8 @@ its gFID / paper numbers when known.
 import csv
 import json
 import math
+import os
+import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
 from .cache import write_json_atomic
@@ -179,3 +181,136 @@ def tradeoff_plot(path: str, rows: Sequence[dict], title: str = '') -> bool:
     fig.tight_layout()
     fig.savefig(path, format='png')
     return True
+
+
+def _describe(cfg: Optional[dict]) -> str:
+    """``Type(k=v, ...)`` of a registry config dict."""
+    if not cfg:
+        return 'None'
+    args = ', '.join(f'{k}={_describe(v) if isinstance(v, dict) else v!r}'
+                     for k, v in cfg.items() if k != 'type')
+    return f"{cfg.get('type', 'dict')}({args})"
+
+
+def report_notes(settings: dict, results: Sequence[dict]) -> List[str]:
+    """What the numbers mean and where they are not comparable.
+
+    Args:
+        settings: ``dataset``, ``num_images``, ``metrics``, ``rfid``,
+            ``lpips`` and ``autocast`` (see ``BenchmarkSuite.data_settings``)
+            plus ``batch_size``.
+        results: the per-tokenizer results, in table order.
+    """
+    first = results[0]
+    n = first['metrics'].get('num_images')
+    metrics = settings['metrics']
+    notes = [f"Data: {_describe(settings['dataset'])}, {n} images (batch "
+             f"{settings['batch_size']}); reconstructions are "
+             'decode(encode(x)).']
+    if 'psnr' in metrics or 'ssim' in metrics:
+        notes.append('PSNR (dB) and SSIM per image on 8-bit quantised '
+                     'images, averaged over images.')
+    if 'rfid' in metrics:
+        extractor = settings['rfid'].get('feature_extractor')
+        kind = (extractor or {}).get('type', 'InceptionV3FeatureExtractor')
+        text = (f'rFID: Frechet distance between the features of the {n} '
+                f'reconstructions and of their {n} originals ({kind}).')
+        if kind != 'InceptionV3FeatureExtractor':
+            text += (' NOT comparable with published rFID (which uses the '
+                     'FID Inception-v3).')
+        elif n is not None and n < 50000:
+            text += ' The paper uses the 50k ImageNet val images.'
+        notes.append(text)
+    if 'lpips' in metrics:
+        lp = settings['lpips']
+        text = f"LPIPS ({lp['net']} trunk), mean over images."
+        if not lp.get('pretrained_trunk', True):
+            text += (' The trunk is RANDOM (pretrained_trunk=False, offline '
+                     'mode): NOT comparable with published LPIPS.')
+        notes.append(text)
+    tp = first['throughput']
+    notes.append(
+        f"Throughput: encode and decode timed separately on the same batch "
+        f"of {tp['batch_size']} images on {tp['device_name']} "
+        f"({tp['device']}, autocast {tp['autocast']}), median of "
+        f"{tp['repeats']} runs after {tp['warmup']} warm-up runs; (xR) is "
+        f"images/s relative to {first['name']}.")
+    runs = [r['throughput'].get('run_id') for r in results]
+    if len(set(runs)) > 1:
+        latest = max(r for r in runs if r is not None)
+        older = [r['name'] for r in results
+                 if r['throughput'].get('run_id') != latest]
+        notes.append(f'Throughput of {older} comes from an earlier run than '
+                     'the others; rerun with --retime to time all in one '
+                     'run.')
+    notes.append('Params: VFM + condensers + decoder (a distillation '
+                 'teacher is not counted). GFLOPs per image, one '
+                 'multiply-add = 2 FLOPs, attention counted '
+                 '(torch.utils.flop_counter); enc = VFM + condensers.')
+    random = [r['name'] for r in results if r.get('random_weights')]
+    if random:
+        notes.append(f'RANDOM weights (no checkpoint) for {random}: their '
+                     'numbers exercise the pipeline, they say nothing about '
+                     'the method.')
+    seen: Dict[str, str] = {}
+    for r in results:
+        if r.get('key') in seen:
+            notes.append(f"{r['name']!r} reconstructs with the same tokenizer "
+                         f"as {seen[r['key']]!r} (same config, checkpoint "
+                         'and data): it differs only in generation.')
+        else:
+            seen[r.get('key')] = r['name']
+    return notes
+
+
+def write_reports(out_dir: str, title: str, settings: dict,
+                  results: Sequence[dict],
+                  gfid: Optional[Dict[str, float]] = None,
+                  paper: Optional[Dict[str, dict]] = None,
+                  extra: Optional[dict] = None) -> Dict[str, str]:
+    """``benchmark.md``, ``benchmark.csv``, ``benchmark.json`` and, when
+    some tokenizer has a gFID, ``tradeoff.png`` in ``out_dir``.
+
+    Returns:
+        ``{'markdown', 'csv', 'json'[, 'plot']}`` -> path.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    rows = build_rows(results, gfid, paper)
+    notes = report_notes(settings, results)
+    paths = dict(markdown=osp.join(out_dir, 'benchmark.md'),
+                 csv=osp.join(out_dir, 'benchmark.csv'),
+                 json=osp.join(out_dir, 'benchmark.json'))
+    write_markdown(paths['markdown'], title, rows, notes)
+    write_csv(paths['csv'], rows)
+    write_json(paths['json'], dict(title=title, settings=settings,
+                                   notes=notes, rows=rows,
+                                   results=list(results), **(extra or {})))
+    plot = osp.join(out_dir, 'tradeoff.png')
+    if tradeoff_plot(plot, rows, title):
+        paths['plot'] = plot
+    return paths
+
+
+def read_generation_results(path: str) -> Dict[str, float]:
+    """gFID per tokenizer name from a JSON object whose values are numbers
+    or objects with a ``gfid`` (or ``fid``) number, e.g.
+    ``{"RAE": 2.16, "DecQ": {"gfid": 1.80, "epochs": 80}}``."""
+    with open(path, encoding='utf-8') as f:
+        try:
+            raw = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f'--generation {path}: not valid JSON ({err})'
+                             ) from err
+    if not isinstance(raw, dict):
+        raise ValueError(f'--generation {path}: expected an object mapping '
+                         'tokenizer names to gFID')
+    out = {}
+    for name, value in raw.items():
+        if isinstance(value, dict):
+            value = value.get('gfid', value.get('fid'))
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f'--generation {path}: {name!r} needs a number '
+                             "or an object with 'gfid', got "
+                             f'{raw[name]!r}')
+        out[name] = float(value)
+    return out
