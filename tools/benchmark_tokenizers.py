@@ -22,7 +22,6 @@ whose config, checkpoint (path, mtime, size) and data settings are
 unchanged; --force recomputes them, --retime only re-measures throughput.
 """
 import argparse
-import json
 import os.path as osp
 import sys
 import time
@@ -30,7 +29,7 @@ import time
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from decq_plugin.benchmark.report import (  # noqa: E402
-    markdown_report, read_generation_results, write_reports)
+    read_generation_results, write_reports)
 from decq_plugin.benchmark.runner import SuiteRunner  # noqa: E402
 from decq_plugin.benchmark.suite import (  # noqa: E402
     AUTOCAST_CHOICES, METRIC_NAMES, BenchmarkSuite, SuiteError,

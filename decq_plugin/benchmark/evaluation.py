@@ -209,8 +209,8 @@ def cost_summary(tokenizer: nn.Module) -> Dict[str, int]:
     attention counted): :func:`tokenizer_costs` plus ``params`` (VFM +
     condensers + decoder), ``encode_flops`` (VFM + condensers) and
     ``decode_flops``."""
-    with torch.no_grad():
-        costs = tokenizer_costs(tokenizer)
+    costs = tokenizer_costs(tokenizer)  # not under no_grad: the counter's
+    # module tracker needs autograd
     costs['params'] = (costs['encoder_params'] + costs['condenser_params'] +
                        costs['decoder_params'])
     costs['encode_flops'] = costs['encoder_flops'] + costs['condenser_flops']

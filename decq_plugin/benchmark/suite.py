@@ -186,7 +186,7 @@ def parse_suite(raw: dict, root: str, path: Optional[str] = None
         batch_size=_positive_int(raw.get('batch_size', 32), 'batch_size'),
         num_workers=int(raw.get('num_workers', 0)),
         metrics=list(raw.get('metrics', METRIC_NAMES)),
-        rfid=dict(feature_extractor=None, **raw.get('rfid', {})),
+        rfid={'feature_extractor': None, **raw.get('rfid', {})},
         lpips={**_LPIPS_DEFAULTS, **raw.get('lpips', {})},
         throughput={**_THROUGHPUT_DEFAULTS, **raw.get('throughput', {})},
         seed=int(raw.get('seed', 0)), autocast=raw.get('autocast', 'none'),
