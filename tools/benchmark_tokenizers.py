@@ -19,7 +19,9 @@ Outputs in --out-dir (default work_dirs/benchmark/<suite>): benchmark.md,
 benchmark.csv, benchmark.json, tradeoff.png (when gFIDs are known) and
 results/<tokenizer>.json, one per tokenizer. A rerun skips the tokenizers
 whose config, checkpoint (path, mtime, size) and data settings are
-unchanged; --force recomputes them, --retime only re-measures throughput.
+unchanged (their throughput is measured again, so that every timing of a
+table comes from one run; --reuse-timing keeps stored timings); --force
+recomputes everything.
 """
 import argparse
 import os.path as osp
@@ -99,8 +101,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help='seed of random-weight tokenizers')
     run.add_argument('--force', action='store_true',
                      help='recompute every tokenizer')
-    run.add_argument('--retime', action='store_true',
-                     help='measure throughput again for stored results too')
+    run.add_argument('--reuse-timing', action='store_true',
+                     help='keep the stored throughput of finished '
+                     'tokenizers when measured with the same settings and '
+                     'device (timings may then come from different runs)')
     run.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
     for name in ('num_images', 'batch_size', 'throughput_batch', 'repeats',
@@ -205,7 +209,7 @@ def main(argv=None) -> dict:
     if args.generation:
         gfid.update(read_generation_results(args.generation))
     runner = SuiteRunner(suite, out_dir, device=args.device,
-                         force=args.force, retime=args.retime,
+                         force=args.force, reuse_timing=args.reuse_timing,
                          progress=not args.no_progress)
     results = runner.run()
     settings = dict(suite.data_settings(), batch_size=suite.batch_size,

@@ -241,8 +241,8 @@ def report_notes(settings: dict, results: Sequence[dict]) -> List[str]:
         older = [r['name'] for r in results
                  if r['throughput'].get('run_id') != latest]
         notes.append(f'Throughput of {older} comes from an earlier run than '
-                     'the others; rerun with --retime to time all in one '
-                     'run.')
+                     'the others (--reuse-timing); rerun without it to time '
+                     'all in one run.')
     notes.append('Params: VFM + condensers + decoder (a distillation '
                  'teacher is not counted). GFLOPs per image, one '
                  'multiply-add = 2 FLOPs, attention counted '

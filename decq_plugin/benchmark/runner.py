@@ -9,9 +9,11 @@ Each result holds ``metrics`` (psnr, ssim, rfid, lpips, num_images),
 ``throughput`` (encode/decode images per second, see
 :func:`measure_throughput`). A rerun in the same ``out_dir`` reads finished
 tokenizers from ``out_dir/results/`` (see :mod:`.cache`); their throughput
-is measured again only with ``retime=True`` or when the timing settings or
-the device changed.
+is measured again (so every timing in a table comes from one run, on one
+device and batch) unless ``reuse_timing=True`` and the stored timing used
+the same settings and device.
 """
+import copy
 import datetime
 import os
 import os.path as osp
@@ -56,8 +58,9 @@ class SuiteRunner:
         out_dir: results (``results/*.json``) and caches go here.
         device: 'cuda', 'cpu', ... (default: cuda when available).
         force: recompute every tokenizer, ignoring stored results.
-        retime: measure throughput again for stored results too, so every
-            timing comes from this run.
+        reuse_timing: keep the stored throughput of finished tokenizers
+            when its batch, repeats, autocast and device match this run's
+            (faster reports; timings may then come from different runs).
         progress: show progress bars.
     """
 
@@ -66,13 +69,13 @@ class SuiteRunner:
                  out_dir: str,
                  device: Optional[str] = None,
                  force: bool = False,
-                 retime: bool = False,
+                 reuse_timing: bool = False,
                  progress: bool = True) -> None:
         self.suite = suite
         self.out_dir = out_dir
         self.device = torch.device(device or default_device())
         self.force = force
-        self.retime = retime
+        self.reuse_timing = reuse_timing
         self.progress = progress
         self.run_id = (datetime.datetime.now().strftime('%Y%m%d-%H%M%S-') +
                        uuid.uuid4().hex[:6])
@@ -179,9 +182,9 @@ class SuiteRunner:
 
     def _timing_outdated(self, result: dict) -> bool:
         """Whether a stored result needs its throughput measured again:
-        with ``retime``, or when batch, repeats, autocast or device
-        differ from this run's."""
-        if self.retime:
+        always, unless ``reuse_timing`` and its batch, repeats, autocast and
+        device are this run's."""
+        if not self.reuse_timing:
             return True
         stored = result.get('throughput') or {}
         wanted = dict(self.suite.throughput, autocast=self.suite.autocast,
@@ -204,9 +207,11 @@ class SuiteRunner:
                              self.suite.seed, self.suite.data_settings())
             path = result_path(self.out_dir, entry.name)
             stored = None if self.force else load_result(path, key)
-            if stored is None and key in by_key:  # same tokenizer, new name
-                stored = dict(by_key[key], same_as=by_key[key]['name'])
-            if stored is not None and not self._timing_outdated(stored):
+            twin = by_key.get(key)
+            if twin is not None:  # the same tokenizer under another name
+                status = f"same as {twin['name']!r}"
+                result = dict(copy.deepcopy(twin), same_as=twin['name'])
+            elif stored is not None and not self._timing_outdated(stored):
                 status = 'stored'
                 result = stored
             else:

@@ -107,6 +107,7 @@ class QueryCondenser(nn.Module):
         self._handles: List[RemovableHandle] = []
         self._num_prefix = 0
         self._state: Optional[torch.Tensor] = None
+        self._grad = True
 
     # -- attaching -----------------------------------------------------------
     def check_encoder(self, encoder: VFMEncoder) -> List[int]:
@@ -161,7 +162,9 @@ class QueryCondenser(nn.Module):
             return
         if self.kv_tokens == 'patch':
             tokens = tokens[:, self._num_prefix:]
-        with torch.enable_grad():
+        # The frozen VFM runs under no_grad; the condenser records a graph
+        # only when its caller (outside the VFM) does.
+        with torch.set_grad_enabled(self._grad):
             self._state = self.blocks[idx](self._state, tokens.detach())
 
     # -- running ---------------------------------------------------------------
@@ -180,6 +183,7 @@ class QueryCondenser(nn.Module):
         newly_attached = not self._handles
         if newly_attached:
             self.attach(encoder)
+        self._grad = torch.is_grad_enabled()
         self._state = self.queries.unsqueeze(0).expand(batch_size, -1, -1)
         try:
             yield self

@@ -365,3 +365,29 @@ def test_embed_dim_mismatch_raises():
                           decoder=DECODER,
                           condenser=dict(num_queries=3, num_heads=2,
                                          embed_dim=48)))
+
+
+def test_condensers_build_no_graph_when_the_caller_does_not():
+    """Inference (stats, latent extraction, evaluation) must not record an
+    autograd graph inside the VFM's no_grad blocks; training must."""
+    import torch
+    from mmengine.registry import init_default_scope
+
+    from decq_plugin.registry import MODELS
+    init_default_scope('decq_plugin')
+    tok = MODELS.build(
+        dict(type='DecQTokenizer',
+             encoder=dict(type='TimmViTEncoder', pretrained=False,
+                          input_size=28,
+                          model_kwargs=dict(embed_dim=32, depth=4,
+                                            num_heads=2)),
+             decoder=dict(type='ViTPixelDecoder', patch_size=16,
+                          arch=dict(width=32, depth=1, num_heads=2,
+                                    mlp_dim=64)),
+             condenser=dict(num_queries=2, layers=(1, 3), num_heads=2)))
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        query = tok.encode_raw(images)['query']
+    assert query.grad_fn is None and not query.requires_grad
+    query = tok.encode_raw(images)['query']
+    assert query.grad_fn is not None
