@@ -10,6 +10,7 @@ import json
 import math
 import os
 import os.path as osp
+import textwrap
 from typing import Dict, List, Optional, Sequence
 
 from .cache import write_json_atomic
@@ -170,14 +171,10 @@ def tradeoff_plot(path: str, rows: Sequence[dict], title: str = '') -> bool:
                     fontsize=9, color=color)
     ax.set_xlabel('reconstruction: rPSNR (dB), higher is better')
     ax.set_ylabel('generation: gFID, lower is better')
-    ax.annotate('better', xy=(0.96, 0.06), xytext=(0.76, 0.22),
-                xycoords='axes fraction', textcoords='axes fraction',
-                fontsize=9, color='0.35', ha='center',
-                arrowprops=dict(arrowstyle='->', color='0.35'))
     ax.grid(alpha=0.3, zorder=0)
     ax.margins(x=0.2, y=0.2)
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(textwrap.fill(title, 70), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, format='png')
     return True
