@@ -35,7 +35,7 @@ from .cache import (RESULT_VERSION, digest, load_result, result_key,
                     result_path, write_json_atomic)
 from .evaluation import (FeatureStats, ReconstructionScorer, cost_summary,
                          device_name, evaluate_reconstruction, fixed_batch,
-                         measure_throughput)
+                         measure_throughput, meta_tokenizer)
 from .suite import BenchmarkSuite, TokenizerEntry, check_files
 
 def default_device() -> str:
@@ -112,7 +112,12 @@ class SuiteRunner:
     def lpips(self):
         if self._lpips is None:
             from decq_plugin.models.losses.perceptual import LPIPSLoss
-            self._lpips = LPIPSLoss(**self.suite.lpips).to(self.device)
+            with torch.random.fork_rng(devices=[]):
+                # a random trunk (offline mode) must be the same in every
+                # run and whichever tokenizer needs it first
+                torch.manual_seed(self.suite.seed)
+                self._lpips = LPIPSLoss(**self.suite.lpips)
+            self._lpips.to(self.device)
         return self._lpips
 
     def extractor(self) -> LazyFeatureExtractor:
@@ -159,9 +164,10 @@ class SuiteRunner:
         result['run_id'] = self.run_id
         return result
 
-    def evaluate(self, entry: TokenizerEntry, tokenizer: torch.nn.Module
-                 ) -> Dict[str, object]:
-        """Reconstruction metrics, costs and throughput of one tokenizer."""
+    def evaluate(self, entry: TokenizerEntry, tokenizer: torch.nn.Module,
+                 cfg: Config) -> Dict[str, object]:
+        """Reconstruction metrics, costs (counted on a meta-device copy
+        built from ``cfg``) and throughput of one tokenizer."""
         metrics = self.suite.metrics
         scorer = ReconstructionScorer(
             metrics,
@@ -174,7 +180,7 @@ class SuiteRunner:
             desc=entry.name, progress=self.progress, total=len(loader))
         if computed is not None:
             self._store_reference(computed)
-        return dict(metrics=values, costs=cost_summary(tokenizer),
+        return dict(metrics=values, costs=cost_summary(meta_tokenizer(cfg)),
                     throughput=self.time(tokenizer),
                     image_size=tokenizer.image_size,
                     latent_shapes={k: list(v) for k, v in
@@ -196,6 +202,7 @@ class SuiteRunner:
     def run(self) -> List[dict]:
         """Evaluate (or read back) every tokenizer, in suite order."""
         configs = check_files(self.suite)  # all missing files before work
+        len(self.dataset)  # a missing dataset fails here, not after a build
         results: List[dict] = []
         by_key: Dict[str, dict] = {}
         bar = tqdm(self.suite.tokenizers, desc=self.suite.name, unit='tok',
@@ -221,7 +228,7 @@ class SuiteRunner:
                     result = dict(stored, throughput=self.time(tokenizer))
                 else:
                     status = 'evaluated'
-                    result = self.evaluate(entry, tokenizer)
+                    result = self.evaluate(entry, tokenizer, cfg)
                     result['created'] = datetime.datetime.now().isoformat(
                         timespec='seconds')
                 del tokenizer
