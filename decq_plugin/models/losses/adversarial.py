@@ -2,12 +2,11 @@
 
 Hinge loss for the discriminator, the matching generator loss, the adaptive
 weight that balances the GAN gradient against the reconstruction gradient on
-the decoder's last layer, and the epoch schedule that switches both on.
+the decoder's last layer. When the terms switch on is decided by
+:class:`~decq_plugin.models.autoencoder_model.AutoencoderModel`.
 """
 import torch
 import torch.nn.functional as F
-
-from decq_plugin.registry import MODELS
 
 
 def hinge_d_loss(logits_real: torch.Tensor,
@@ -76,37 +75,3 @@ def adaptive_weight(rec_loss: torch.Tensor,
         grads.append(grad)
     weight = grads[0].norm() / (grads[1].norm() + eps)
     return weight.clamp(0.0, max_weight).detach()
-
-
-@MODELS.register_module()
-class GANLossSchedule:
-    """When the GAN terms are on (epochs are 0-indexed, as MMEngine counts).
-
-    Args:
-        disc_start_epoch: first epoch in which the discriminator is updated.
-        gan_start_epoch: first epoch in which the generator gets the GAN term.
-    """
-
-    def __init__(self, disc_start_epoch: int = 6,
-                 gan_start_epoch: int = 8) -> None:
-        for name, value in (('disc_start_epoch', disc_start_epoch),
-                            ('gan_start_epoch', gan_start_epoch)):
-            if isinstance(value, bool) or not isinstance(value, int) \
-                    or value < 0:
-                raise ValueError(
-                    f'{name} must be an int >= 0, got {value!r}')
-        self.disc_start_epoch = disc_start_epoch
-        self.gan_start_epoch = gan_start_epoch
-
-    def disc_active(self, epoch: int) -> bool:
-        """Whether the discriminator is trained in ``epoch``."""
-        return epoch >= self.disc_start_epoch
-
-    def gan_active(self, epoch: int) -> bool:
-        """Whether the generator loss includes the GAN term in ``epoch``."""
-        return epoch >= self.gan_start_epoch
-
-    def __repr__(self) -> str:
-        return (f'{type(self).__name__}(disc_start_epoch='
-                f'{self.disc_start_epoch}, gan_start_epoch='
-                f'{self.gan_start_epoch})')

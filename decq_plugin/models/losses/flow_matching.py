@@ -6,7 +6,6 @@ same noise schedule for both latents of a sample (path conventions in
 """
 from typing import Callable, Dict, Optional
 
-import torch
 import torch.nn as nn
 from torch import Tensor
 

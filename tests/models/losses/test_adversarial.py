@@ -1,12 +1,10 @@
-"""Hinge losses, adaptive GAN weight and GAN start schedule."""
+"""Hinge losses and the adaptive GAN weight."""
 import pytest
 import torch
 
-from decq_plugin.models.losses.adversarial import (GANLossSchedule,
-                                                    adaptive_weight,
+from decq_plugin.models.losses.adversarial import (adaptive_weight,
                                                     generator_hinge_loss,
                                                     hinge_d_loss)
-from decq_plugin.registry import MODELS
 
 
 def test_hinge_d_loss_hand_values():
@@ -84,20 +82,3 @@ def test_adaptive_weight_rejects_unrelated_layer():
         adaptive_weight(rec, gan, other)
     with pytest.raises(ValueError, match='max_weight'):
         adaptive_weight(rec, gan, layer.weight, max_weight=-1)
-
-
-def test_gan_schedule_defaults_follow_spec():
-    schedule = MODELS.build(dict(type='GANLossSchedule'))
-    assert isinstance(schedule, GANLossSchedule)
-    disc = [schedule.disc_active(e) for e in range(16)]
-    gan = [schedule.gan_active(e) for e in range(16)]
-    assert disc == [False] * 6 + [True] * 10
-    assert gan == [False] * 8 + [True] * 8
-
-
-def test_gan_schedule_validates():
-    assert GANLossSchedule(0, 0).gan_active(0)
-    with pytest.raises(ValueError, match='gan_start_epoch'):
-        GANLossSchedule(disc_start_epoch=1, gan_start_epoch=-1)
-    with pytest.raises(ValueError, match='disc_start_epoch'):
-        GANLossSchedule(disc_start_epoch=1.5)
