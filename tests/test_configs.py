@@ -68,7 +68,7 @@ DEMO_MAY_CHANGE = (
     'model.tokenizer.condenser.num_heads', 'model.perceptual_loss.',
     'model.discriminator.', 'train_dataloader', 'val_dataloader',
     'test_dataloader', 'val_evaluator', 'test_evaluator',
-    'train_cfg.val_interval', 'default_hooks.logger.',
+    'train_cfg.val_interval', 'default_hooks.logger.', 'custom_hooks',
     'default_hooks.checkpoint.', 'model_wrapper_cfg.find_unused_parameters',
     'data_root')
 

@@ -3,7 +3,7 @@ decode throughput, parameters and FLOPs, written as a Markdown table, CSV,
 JSON and (given gFIDs) the reconstruction-vs-generation trade-off plot.
 
     # built-in: tiny random-weight tokenizers on the bundled photos (CPU,
-    # offline, about a minute)
+    # offline, well under a minute)
     python tools/benchmark_tokenizers.py --suite builtin
     # a paper table (configs/benchmark/*.json; see configs/README.md)
     python tools/benchmark_tokenizers.py --suite table3_paradigms \
@@ -37,6 +37,8 @@ from decq_plugin.benchmark.suite import (  # noqa: E402
     AUTOCAST_CHOICES, METRIC_NAMES, BenchmarkSuite, SuiteError,
     TokenizerEntry, available_suites, load_suite, normalize_checkpoint,
     parse_assignments, select, set_checkpoints, validate)
+from decq_plugin.evaluation.inception import (  # noqa: E402
+    InceptionWeightsError)
 
 DATASET_KINDS = ('imagenet', 'folder', 'demo')
 
@@ -231,5 +233,5 @@ def main(argv=None) -> dict:
 if __name__ == '__main__':
     try:
         main()
-    except (SuiteError, FileNotFoundError) as err:
+    except (SuiteError, FileNotFoundError, InceptionWeightsError) as err:
         sys.exit(f'error: {err}')

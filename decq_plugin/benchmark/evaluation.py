@@ -6,11 +6,11 @@ Images are ``[B, 3, H, W]`` floats in [0, 1]; reconstructions are
 ``tokenizer.decode(tokenizer.encode(images))``.
 """
 import contextlib
-import copy
 import platform
 import statistics
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import (Callable, Dict, Iterable, Iterator, List, Optional,
+                    Sequence, Tuple)
 
 import numpy as np
 import torch
@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from decq_plugin.evaluation.fid import feature_statistics, frechet_distance
 from decq_plugin.evaluation.metrics.reconstruction import psnr, ssim
-from decq_plugin.registry import MODELS
 from decq_plugin.utils.flops import tokenizer_costs
 
 _AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -206,32 +205,37 @@ def measure_throughput(tokenizer: nn.Module, images: torch.Tensor,
                 autocast=autocast)
 
 
-def cost_summary(tokenizer: nn.Module) -> Dict[str, int]:
-    """Per-image parameters and FLOPs (one multiply-add = 2 FLOPs):
-    :func:`tokenizer_costs` plus ``params`` (VFM + condensers + decoder),
-    ``encode_flops`` (VFM + condensers) and ``decode_flops``.
+@contextlib.contextmanager
+def count_cpu_attention() -> Iterator[None]:
+    """While active, ``FlopCounterMode`` counts torch's CPU attention kernel
+    (``_scaled_dot_product_flash_attention_for_cpu``) with the formula of
+    the CUDA kernels; torch has none for it, so CPU counts would leave
+    attention out. The formula table is restored on exit."""
+    from torch.utils import flop_counter
+    aten = torch.ops.aten
+    registry = flop_counter.flop_registry
+    cpu_op = getattr(aten, '_scaled_dot_product_flash_attention_for_cpu',
+                     None)
+    if cpu_op is None or cpu_op in registry:
+        yield
+        return
+    registry[cpu_op] = registry[aten._scaled_dot_product_flash_attention]
+    try:
+        yield
+    finally:
+        registry.pop(cpu_op, None)
 
-    Count on the meta device (:func:`meta_tokenizer`): there attention is
-    counted, while torch's CPU attention kernel has no FLOP formula.
-    """
-    costs = tokenizer_costs(tokenizer)  # not under no_grad: the counter's
-    # module tracker needs autograd
+
+def cost_summary(tokenizer: nn.Module) -> Dict[str, int]:
+    """Per-image parameters and FLOPs (one multiply-add = 2 FLOPs,
+    attention counted on any device): :func:`tokenizer_costs` plus
+    ``params`` (VFM + condensers + decoder), ``encode_flops`` (VFM +
+    condensers) and ``decode_flops``."""
+    with count_cpu_attention():
+        # not under no_grad: the counter's module tracker needs autograd
+        costs = tokenizer_costs(tokenizer)
     costs['params'] = (costs['encoder_params'] + costs['condenser_params'] +
                        costs['decoder_params'])
     costs['encode_flops'] = costs['encoder_flops'] + costs['condenser_flops']
     costs['decode_flops'] = costs['decoder_flops']
     return costs
-
-
-def meta_tokenizer(cfg) -> nn.Module:
-    """The tokenizer of config ``cfg`` built on the meta device (nothing
-    allocated, downloaded or read: pretrained weights and latent statistics
-    are switched off; shapes, parameter counts and FLOPs are unchanged)."""
-    model_cfg = copy.deepcopy(cfg.model)
-    tok_cfg = model_cfg.tokenizer if 'tokenizer' in model_cfg else model_cfg
-    if 'encoder' in tok_cfg:
-        tok_cfg.encoder.pretrained = False
-    if tok_cfg.get('latent_stats'):
-        tok_cfg.latent_stats = None
-    with torch.device('meta'):
-        return MODELS.build(tok_cfg)

@@ -35,8 +35,9 @@ from .cache import (RESULT_VERSION, digest, load_result, result_key,
                     result_path, write_json_atomic)
 from .evaluation import (FeatureStats, ReconstructionScorer, cost_summary,
                          device_name, evaluate_reconstruction, fixed_batch,
-                         measure_throughput, meta_tokenizer)
+                         measure_throughput)
 from .suite import BenchmarkSuite, TokenizerEntry, check_files
+
 
 def default_device() -> str:
     return 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -156,7 +157,8 @@ class SuiteRunner:
         return build_tokenizer_from_config(cfg.copy(), entry.checkpoint,
                                            device=self.device)
 
-    def time(self, tokenizer: torch.nn.Module) -> Dict[str, object]:
+    def timing(self, tokenizer: torch.nn.Module) -> Dict[str, object]:
+        """Throughput of ``tokenizer`` on this run's fixed batch."""
         settings = self.suite.throughput
         result = measure_throughput(tokenizer, self.timing_batch(),
                                     settings['warmup'], settings['repeats'],
@@ -164,10 +166,9 @@ class SuiteRunner:
         result['run_id'] = self.run_id
         return result
 
-    def evaluate(self, entry: TokenizerEntry, tokenizer: torch.nn.Module,
-                 cfg: Config) -> Dict[str, object]:
-        """Reconstruction metrics, costs (counted on a meta-device copy
-        built from ``cfg``) and throughput of one tokenizer."""
+    def evaluate(self, entry: TokenizerEntry, tokenizer: torch.nn.Module
+                 ) -> Dict[str, object]:
+        """Reconstruction metrics, costs and throughput of one tokenizer."""
         metrics = self.suite.metrics
         scorer = ReconstructionScorer(
             metrics,
@@ -180,8 +181,8 @@ class SuiteRunner:
             desc=entry.name, progress=self.progress, total=len(loader))
         if computed is not None:
             self._store_reference(computed)
-        return dict(metrics=values, costs=cost_summary(meta_tokenizer(cfg)),
-                    throughput=self.time(tokenizer),
+        return dict(metrics=values, costs=cost_summary(tokenizer),
+                    throughput=self.timing(tokenizer),
                     image_size=tokenizer.image_size,
                     latent_shapes={k: list(v) for k, v in
                                    tokenizer.latent_shapes.items()})
@@ -198,22 +199,40 @@ class SuiteRunner:
                       device_name=device_name(self.device))
         return any(stored.get(k) != v for k, v in wanted.items())
 
-    # -- the suite -------------------------------------------------------------
-    def run(self) -> List[dict]:
-        """Evaluate (or read back) every tokenizer, in suite order."""
-        configs = check_files(self.suite)  # all missing files before work
-        len(self.dataset)  # a missing dataset fails here, not after a build
-        results: List[dict] = []
-        by_key: Dict[str, dict] = {}
-        bar = tqdm(self.suite.tokenizers, desc=self.suite.name, unit='tok',
-                   disable=not self.progress)
-        for entry in bar:
-            bar.set_postfix_str(entry.name)
+    # -- the suite ------------------------------------------------------------
+    def _plan(self, configs: Dict[str, str]) -> List[tuple]:
+        """``(entry, config, key, stored result or None)`` per tokenizer."""
+        plan = []
+        for entry in self.suite.tokenizers:
             cfg = load_entry_config(configs[entry.name], entry.cfg_options)
             key = result_key(cfg.to_dict(), entry.checkpoint,
                              self.suite.seed, self.suite.data_settings())
             path = result_path(self.out_dir, entry.name)
             stored = None if self.force else load_result(path, key)
+            plan.append((entry, cfg, key, stored))
+        return plan
+
+    def _prepare_metrics(self) -> None:
+        """Build the LPIPS and rFID networks now, so that missing weight
+        files are reported before any tokenizer is evaluated."""
+        if 'lpips' in self.suite.metrics:
+            self.lpips()
+        if 'rfid' in self.suite.metrics:
+            self.extractor().extractor  # builds the network
+
+    def run(self) -> List[dict]:
+        """Evaluate (or read back) every tokenizer, in suite order."""
+        configs = check_files(self.suite)  # all missing files before work
+        len(self.dataset)  # a missing dataset fails here, not after a build
+        plan = self._plan(configs)
+        if any(stored is None for *_, stored in plan):
+            self._prepare_metrics()
+        results: List[dict] = []
+        by_key: Dict[str, dict] = {}
+        bar = tqdm(plan, desc=self.suite.name, unit='tok',
+                   disable=not self.progress)
+        for entry, cfg, key, stored in bar:
+            bar.set_postfix_str(entry.name)
             twin = by_key.get(key)
             if twin is not None:  # the same tokenizer under another name
                 status = f"same as {twin['name']!r}"
@@ -225,10 +244,10 @@ class SuiteRunner:
                 tokenizer = self.build(entry, cfg)
                 if stored is not None:
                     status = 'stored, re-timed'
-                    result = dict(stored, throughput=self.time(tokenizer))
+                    result = dict(stored, throughput=self.timing(tokenizer))
                 else:
                     status = 'evaluated'
-                    result = self.evaluate(entry, tokenizer, cfg)
+                    result = self.evaluate(entry, tokenizer)
                     result['created'] = datetime.datetime.now().isoformat(
                         timespec='seconds')
                 del tokenizer
@@ -240,7 +259,7 @@ class SuiteRunner:
                     configs[entry.name]), checkpoint=entry.checkpoint,
                 cfg_options=dict(entry.cfg_options),
                 random_weights=entry.checkpoint is None)
-            write_json_atomic(path, result)
+            write_json_atomic(result_path(self.out_dir, entry.name), result)
             by_key.setdefault(key, result)
             results.append(result)
             tqdm.write(f'[{status}] {summary_line(result)}')

@@ -1,20 +1,22 @@
 """Per-tokenizer measurements: the scorer against the metric functions
 applied to all images at once, rFID against a hand Frechet distance, the
-timing loop, the fixed timing batch and cost counting on the meta device
-(attention included)."""
+timing loop, the fixed timing batch and cost counting (attention included
+on the CPU too)."""
 import numpy as np
 import pytest
 import torch
 
+from decq_plugin.apis import build_tokenizer_from_config
 from decq_plugin.benchmark.evaluation import (ReconstructionScorer,
                                               cost_summary,
                                               evaluate_reconstruction,
-                                              fixed_batch, meta_tokenizer,
-                                              measure_throughput, time_calls)
+                                              fixed_batch, measure_throughput,
+                                              time_calls)
 from decq_plugin.benchmark.runner import load_entry_config
 from decq_plugin.evaluation.fid import feature_statistics, frechet_distance
 from decq_plugin.evaluation.inception import LazyFeatureExtractor
 from decq_plugin.evaluation.metrics.reconstruction import psnr, ssim
+from decq_plugin.registry import MODELS
 
 DEMO_DECQ = 'configs/demo/decq_tiny_1xb8-16e_demo-64.py'
 
@@ -120,17 +122,27 @@ def test_fixed_batch_cycles():
         fixed_batch([], 2)
 
 
-def test_costs_on_meta_count_attention():
+def test_costs_count_attention_on_cpu_and_meta():
     """The tiny DecQ VFM (12 blocks, width 96, 4x4 patches + CLS + 4
-    registers = 21 tokens, MLP 384) by hand, attention included."""
-    tok = meta_tokenizer(load_entry_config(DEMO_DECQ, {}))
-    assert next(tok.parameters()).is_meta
+    registers = 21 tokens, MLP 384) by hand, attention included, counted
+    on the real CPU model and on a meta copy; the counter's formula table
+    is left as it was."""
+    from torch.utils.flop_counter import flop_registry
+    before = dict(flop_registry)
+    cfg = load_entry_config(DEMO_DECQ, {})
+    tok = build_tokenizer_from_config(cfg.copy())
     costs = cost_summary(tok)
+    assert flop_registry == before
     n, d, mlp = 21, 96, 384
     block = 2 * n * d * (3 * d + d + 2 * mlp) + 2 * 2 * n * n * d
     patch_embed = 2 * 16 * d * 3 * 14 * 14
     assert costs['encoder_flops'] == 12 * block + patch_embed
     assert costs['encode_flops'] == (costs['encoder_flops'] +
                                      costs['condenser_flops'])
-    assert costs['condenser_flops'] > 0
+    assert costs['condenser_flops'] > 0 and costs['decode_flops'] > 0
     assert costs['params'] == sum(p.numel() for p in tok.parameters())
+    tok_cfg = cfg.model.tokenizer
+    tok_cfg.encoder.pretrained = False
+    with torch.device('meta'):
+        meta = MODELS.build(tok_cfg)
+    assert cost_summary(meta) == costs

@@ -188,3 +188,26 @@ def test_demo_rae_differs_from_demo_decq_only_in_the_tokenizer():
     assert diff.pop('model.tokenizer.type') == 'DecQTokenizer'
     assert diff and all(k.startswith('model.tokenizer.condenser.')
                         for k in diff)
+
+
+def test_configs_readme_commands_name_real_files():
+    """Every config path, suite and tool the README names exists, and its
+    shell blocks parse."""
+    import re
+    import subprocess
+    text = (ROOT / 'configs' / 'README.md').read_text()
+    paths = set(re.findall(r'configs/[\w./-]+?\.py', text))
+    paths |= {f'configs/{p}' for p in re.findall(
+        r'`((?:rae|decq|ablations|ldm|demo)/[\w.-]+\.py)`', text)}
+    assert len(paths) >= 20
+    missing = sorted(p for p in paths if not (ROOT / p).is_file())
+    assert missing == []
+    suites = set(re.findall(r'--suite ([a-z]\w+)', text)) - {'path'}
+    assert suites == set(SHIPPED)
+    for tool in set(re.findall(r'(?<![\w/])tools/[\w/]+\.(?:py|sh)',
+                                   text)):
+        assert (ROOT / tool).is_file(), tool
+    blocks = re.findall(r'```bash\n(.*?)```', text, flags=re.S)
+    assert any('stage2() {' in b for b in blocks)
+    for block in blocks:
+        subprocess.run(['bash', '-n'], input=block, text=True, check=True)

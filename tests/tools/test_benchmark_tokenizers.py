@@ -117,7 +117,6 @@ def test_builtin_suite_end_to_end(tmp_path, decq_checkpoint):
 def _suite_file(tmp_path, checkpoint: str) -> str:
     raw = json.loads((ROOT / 'configs/benchmark/builtin.json').read_text())
     raw['num_images'] = 4
-    raw['metrics'] = ['psnr', 'ssim', 'rfid']
     raw['tokenizers'] = [
         dict(name='DecQ', config=DEMO_DECQ, checkpoint=checkpoint),
         dict(name='RAE', config=DEMO_RAE),
@@ -160,6 +159,13 @@ def test_rerun_reads_stored_results(tmp_path, decq_checkpoint,
     assert count_evaluations[3:] == ['DecQ', 'RAE']
     tool.main(args + ['--metrics', 'psnr', '--force'])
     assert count_evaluations[5:] == ['DecQ', 'RAE']
+    # RAE evaluated first this time: the same numbers (the random LPIPS
+    # trunk does not depend on what ran before it)
+    alone = tool.main(args + ['--only', 'RAE', '--force'])['results']
+    assert count_evaluations[7:] == ['RAE']
+    assert alone[0]['metrics'] == first[1]['metrics']
+    assert set(alone[0]['metrics']) == {'psnr', 'ssim', 'rfid', 'lpips',
+                                        'num_images'}
 
 
 def test_missing_files_named_before_any_work(tmp_path, decq_checkpoint,
@@ -178,6 +184,11 @@ def test_missing_files_named_before_any_work(tmp_path, decq_checkpoint,
                    'configs/missing.py', 'none', *out])
     with pytest.raises(tool.SuiteError, match=r"no tokenizers \['Typo'\]"):
         tool.main(['--suite', suite, '--checkpoint', 'Typo=x.pth', *out])
+    # metric networks are built before the first tokenizer is evaluated
+    with pytest.raises(tool.InceptionWeightsError,
+                       match="weights_path '/nope/inception.pth'"):
+        tool.main(['--suite', suite, '--inception-weights',
+                   '/nope/inception.pth', *out])
     assert count_evaluations == []
 
 
