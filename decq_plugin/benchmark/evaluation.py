@@ -9,7 +9,7 @@ import contextlib
 import platform
 import statistics
 import time
-from typing import (Callable, Dict, Iterable, Iterator, List, Optional,
+from typing import (Callable, Dict, Iterable, List, Optional,
                     Sequence, Tuple)
 
 import numpy as np
@@ -205,35 +205,13 @@ def measure_throughput(tokenizer: nn.Module, images: torch.Tensor,
                 autocast=autocast)
 
 
-@contextlib.contextmanager
-def count_cpu_attention() -> Iterator[None]:
-    """While active, ``FlopCounterMode`` counts torch's CPU attention kernel
-    (``_scaled_dot_product_flash_attention_for_cpu``) with the formula of
-    the CUDA kernels; torch has none for it, so CPU counts would leave
-    attention out. The formula table is restored on exit."""
-    from torch.utils import flop_counter
-    aten = torch.ops.aten
-    registry = flop_counter.flop_registry
-    cpu_op = getattr(aten, '_scaled_dot_product_flash_attention_for_cpu',
-                     None)
-    if cpu_op is None or cpu_op in registry:
-        yield
-        return
-    registry[cpu_op] = registry[aten._scaled_dot_product_flash_attention]
-    try:
-        yield
-    finally:
-        registry.pop(cpu_op, None)
-
-
 def cost_summary(tokenizer: nn.Module) -> Dict[str, int]:
     """Per-image parameters and FLOPs (one multiply-add = 2 FLOPs,
     attention counted on any device): :func:`tokenizer_costs` plus
     ``params`` (VFM + condensers + decoder), ``encode_flops`` (VFM +
     condensers) and ``decode_flops``."""
-    with count_cpu_attention():
-        # not under no_grad: the counter's module tracker needs autograd
-        costs = tokenizer_costs(tokenizer)
+    # not under no_grad: the counter's module tracker needs autograd
+    costs = tokenizer_costs(tokenizer)
     costs['params'] = (costs['encoder_params'] + costs['condenser_params'] +
                        costs['decoder_params'])
     costs['encode_flops'] = costs['encoder_flops'] + costs['condenser_flops']

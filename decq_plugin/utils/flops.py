@@ -3,18 +3,42 @@
 FLOPs come from :class:`torch.utils.flop_counter.FlopCounterMode`, which
 counts matrix products, convolutions and scaled-dot-product attention (one
 multiply-add = 2 FLOPs). Building on the meta device allocates nothing, so
-full-size models are counted in seconds on any machine.
+full-size models are counted in seconds on any machine. Torch has no FLOP
+formula for its CPU attention kernel; :func:`count_cpu_attention` lends it
+the CUDA kernels' one, so CPU counts include attention too.
 """
-from typing import Callable, Dict, Optional
+import contextlib
+from typing import Callable, Dict, Iterator, Optional
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
+@contextlib.contextmanager
+def count_cpu_attention() -> Iterator[None]:
+    """While active, ``FlopCounterMode`` counts torch's CPU attention kernel
+    (``_scaled_dot_product_flash_attention_for_cpu``) with the formula of
+    the CUDA kernels; torch has none for it, so CPU counts would leave
+    attention out. The formula table is restored on exit."""
+    from torch.utils import flop_counter
+    aten = torch.ops.aten
+    registry = flop_counter.flop_registry
+    cpu_op = getattr(aten, '_scaled_dot_product_flash_attention_for_cpu',
+                     None)
+    if cpu_op is None or cpu_op in registry:
+        yield
+        return
+    registry[cpu_op] = registry[aten._scaled_dot_product_flash_attention]
+    try:
+        yield
+    finally:
+        registry.pop(cpu_op, None)
+
+
 def count_flops(fn: Callable[[], object]) -> int:
-    """FLOPs of one call of ``fn``."""
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs of one call of ``fn`` (attention counted on any device)."""
+    with count_cpu_attention(), FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
 
