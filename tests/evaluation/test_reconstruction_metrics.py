@@ -107,3 +107,12 @@ def test_metrics_through_evaluator(tiny_extractor_cfg):
     assert result['rFID'] > 0
     with pytest.raises(KeyError, match="'gt'"):
         PSNRMetric().process({}, [dict(pred=pred[0])])
+
+
+def test_ssim_runs_on_the_device_of_its_inputs():
+    """The Gaussian window follows the images (a CPU window on CUDA images
+    failed); the meta device stands in for a GPU here."""
+    from decq_plugin.evaluation.metrics.reconstruction import ssim
+    images = torch.rand(2, 3, 16, 16, device='meta')
+    out = ssim(images, images)
+    assert out.device.type == 'meta' and out.shape == (2, )

@@ -66,7 +66,7 @@ def ssim(pred: torch.Tensor,
                          f'{tuple(pred.shape[-2:])}')
     x, y = quantize_8bit(pred.double()), quantize_8bit(gt.double())
     channels = x.shape[1]
-    window = _gaussian_window(window_size, sigma)
+    window = _gaussian_window(window_size, sigma).to(x.device)
     kernel_h = window.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
     kernel_w = window.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
 
