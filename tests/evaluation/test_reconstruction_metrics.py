@@ -109,10 +109,20 @@ def test_metrics_through_evaluator(tiny_extractor_cfg):
         PSNRMetric().process({}, [dict(pred=pred[0])])
 
 
-def test_ssim_runs_on_the_device_of_its_inputs():
-    """The Gaussian window follows the images (a CPU window on CUDA images
-    failed); the meta device stands in for a GPU here."""
-    from decq_plugin.evaluation.metrics.reconstruction import ssim
+def test_ssim_window_follows_the_images_device(monkeypatch):
+    """The Gaussian window is moved to the images' device (a CPU window on
+    CUDA images failed). Every convolution is checked for matching devices
+    on the meta device, which plain conv2d does not refuse on the CPU."""
+    from decq_plugin.evaluation.metrics import reconstruction
+    real_conv2d = reconstruction.F.conv2d
+    seen = []
+
+    def checked_conv2d(inputs, weight, *args, **kwargs):
+        seen.append((inputs.device, weight.device))
+        return real_conv2d(inputs, weight, *args, **kwargs)
+
+    monkeypatch.setattr(reconstruction.F, 'conv2d', checked_conv2d)
     images = torch.rand(2, 3, 16, 16, device='meta')
-    out = ssim(images, images)
-    assert out.device.type == 'meta' and out.shape == (2, )
+    out = reconstruction.ssim(images, images)
+    assert out.shape == (2, )
+    assert seen and all(a == b for a, b in seen)
