@@ -21,8 +21,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from decq_plugin.engine.checkpoint import (  # noqa: E402
     CheckpointError, check_checkpoint_keys)
 from decq_plugin.utils import register_all_modules  # noqa: E402
-from decq_plugin.utils.launch import (build_runner, check_file,  # noqa: E402
-                                      load_config, resolve_work_dir)
+from decq_plugin.utils.launch import (  # noqa: E402
+    add_launcher_arguments, build_runner, check_file, export_local_rank,
+    load_config, resolve_work_dir)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -41,15 +42,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         nargs='+',
         action=DictAction,
         help='override config entries, e.g. test_dataloader.batch_size=4')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_launcher_arguments(parser)
     args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    export_local_rank(args)
     return args
 
 

@@ -8,7 +8,6 @@ Nothing has to be imported by hand: the config's modules come from the
 ``decq_plugin`` scope.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 from typing import List, Optional
@@ -18,9 +17,9 @@ from mmengine.config import Config, DictAction
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from decq_plugin.utils import register_all_modules  # noqa: E402
-from decq_plugin.utils.launch import (build_runner, check_file,  # noqa: E402
-                                      enable_amp, is_remote, load_config,
-                                      resolve_work_dir)
+from decq_plugin.utils.launch import (  # noqa: E402
+    add_launcher_arguments, build_runner, check_file, enable_amp,
+    export_local_rank, is_remote, load_config, resolve_work_dir)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -54,17 +53,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         action=DictAction,
         help='override config entries, e.g. train_cfg.max_iters=10 '
         'model.decoder.depth=2 (lists: key="[a,b]")')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    # torch.distributed.launch passes --local-rank (torch >= 2.0) or
-    # --local_rank; torchrun sets the LOCAL_RANK variable instead.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_launcher_arguments(parser)
     args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    export_local_rank(args)
     return args
 
 

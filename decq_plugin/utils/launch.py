@@ -151,3 +151,21 @@ def init_launcher(launcher: str) -> None:
         torch.distributed.init_process_group('gloo')
     else:
         init_dist(launcher)
+
+
+def add_launcher_arguments(parser) -> None:
+    """``--launcher`` and ``--local_rank`` / ``--local-rank`` (passed by
+    ``torch.distributed.launch``; torchrun sets ``LOCAL_RANK`` instead)."""
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def export_local_rank(args) -> None:
+    """Make ``LOCAL_RANK`` hold ``args.local_rank`` unless torchrun set it."""
+    import os
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
