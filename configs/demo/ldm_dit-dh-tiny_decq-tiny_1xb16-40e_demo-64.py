@@ -47,7 +47,7 @@ test_dataloader = dict(
 test_evaluator = dict(
     _delete_=True,
     type='GenerationMetric',
-    metrics=('is', ),
+    metric_names=('is', ),
     feature_extractor=dict(type='RandomConvFeatureExtractor', num_classes=8))
 
 max_epochs = 40

@@ -24,16 +24,8 @@ from mmengine.logging import print_log
 from mmengine.model import ExponentialMovingAverage, is_model_wrapper
 from torch.nn.modules.module import _IncompatibleKeys
 
+from decq_plugin.models.state_dict_keys import strip_wrappers
 from decq_plugin.registry import MODELS
-
-
-def strip_wrappers(name: str, wrappers: Set[str]) -> str:
-    """``'tokenizer.module.decoder.w'`` -> ``'tokenizer.decoder.w'`` when
-    ``'tokenizer'`` is a model wrapper (its child is called ``module``)."""
-    parts = name.split('.')
-    kept = [part for i, part in enumerate(parts)
-            if not (part == 'module' and '.'.join(parts[:i]) in wrappers)]
-    return '.'.join(kept)
 
 
 @MODELS.register_module()

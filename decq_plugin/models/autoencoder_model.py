@@ -19,6 +19,7 @@ from torch import nn
 from decq_plugin.registry import MODELS
 from .losses.adversarial import (adaptive_weight, generator_hinge_loss,
                                  hinge_d_loss)
+from .state_dict_keys import use_wrapper_free_keys
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -67,6 +68,8 @@ class AutoencoderModel(BaseModel):
         if gan_start < disc_start:
             raise ValueError(f'gan_start={gan_start} must not come before '
                              f'disc_start={disc_start}')
+        # Same checkpoint keys on one GPU and under MMSeparateDDP.
+        use_wrapper_free_keys(self)
         self.tokenizer = MODELS.build(tokenizer)
         self.perceptual_loss = (MODELS.build(perceptual_loss)
                                 if perceptual_loss else None)

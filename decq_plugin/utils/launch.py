@@ -59,6 +59,26 @@ def unknown_keys(cfg: Config, options: Dict) -> List[str]:
     return missing
 
 
+def drop_function_scopes(cfg: Config) -> List[str]:
+    """Remove the ``_scope_`` key from every dataloader's ``collate_fn``.
+
+    MMEngine writes ``_scope_='<package>'`` into every dict with a ``type``
+    of a config inherited as ``'<package>::path'``; the runner then passes
+    the whole dict, ``_scope_`` included, as keyword arguments to the collate
+    function (``default_collate() got an unexpected keyword argument
+    '_scope_'``). Returns the names of the dataloaders changed.
+    """
+    changed = []
+    for name, value in cfg.items():
+        if not (name.endswith('dataloader') and isinstance(value, dict)):
+            continue
+        collate = value.get('collate_fn')
+        if isinstance(collate, dict) and '_scope_' in collate:
+            collate.pop('_scope_')
+            changed.append(name)
+    return changed
+
+
 def load_config(path: str, cfg_options: Optional[Dict] = None) -> Config:
     """Read a config file, merge ``cfg_options`` and select the scope.
 
@@ -82,6 +102,7 @@ def load_config(path: str, cfg_options: Optional[Dict] = None) -> Config:
                 'added as new keys (check the spelling).')
         cfg.merge_from_dict(cfg_options)
     cfg.setdefault('default_scope', SCOPE)
+    drop_function_scopes(cfg)
     return cfg
 
 
@@ -131,10 +152,46 @@ def enable_amp(cfg: Config) -> None:
         _switch_to_amp(wrappers[name], f'optim_wrapper.{name}')
 
 
+def prepare_cpu_distributed(cfg: Config) -> bool:
+    """Let ``--launcher pytorch`` run on machines without a GPU.
+
+    MMEngine's ``init_dist`` calls ``torch.cuda.set_device`` and its model
+    wrappers pass ``device_ids=[LOCAL_RANK]``; both fail without CUDA. When
+    ``cfg.launcher`` is ``'pytorch'`` and no GPU is visible, this joins a
+    gloo process group itself (MMEngine then skips ``init_dist``), records
+    ``env_cfg.dist_cfg.backend='gloo'`` and sets the wrapper's
+    ``device_ids=None`` (CPU DDP).
+
+    Returns:
+        True when the CPU/gloo path was taken.
+    """
+    import torch
+    import torch.distributed as dist
+    if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
+        return False
+    env_cfg = cfg.setdefault('env_cfg', ConfigDict())
+    dist_cfg = env_cfg.setdefault('dist_cfg', ConfigDict())
+    dist_cfg['backend'] = 'gloo'
+    wrapper = cfg.get('model_wrapper_cfg')
+    if wrapper is None:
+        # What the runner builds when the config names no wrapper.
+        wrapper = cfg['model_wrapper_cfg'] = ConfigDict(
+            type='MMDistributedDataParallel', broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    return True
+
+
 def build_runner(cfg: Config):
-    """Build the runner named by ``cfg.runner_type`` (default ``Runner``)."""
+    """Build the runner named by ``cfg.runner_type`` (default ``Runner``).
+
+    Multi-process runs without a GPU use gloo (:func:`prepare_cpu_distributed`).
+    """
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+    prepare_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

@@ -95,18 +95,18 @@ def test_generation_metric_with_npz_and_folder_reference(
 
 def test_metric_subsets_and_argument_errors(tiny_extractor_cfg, tmp_path,
                                             make_images):
-    metric = GenerationMetric(metrics=('is', ), reference=None,
+    metric = GenerationMetric(metric_names=('is', ), reference=None,
                               feature_extractor=tiny_extractor_cfg,
                               device='cpu')
     metric.process({}, _samples(make_images(20)))
     assert set(metric.evaluate(20)) == {'IS', 'IS_std'}
     with pytest.raises(ValueError, match='reference'):
-        GenerationMetric(metrics=('fid', ))
+        GenerationMetric(metric_names=('fid', ))
     with pytest.raises(ValueError, match='subset'):
-        GenerationMetric(metrics=('kid', ), reference='x.npz')
+        GenerationMetric(metric_names=('kid', ), reference='x.npz')
     # FID only needs mu/sigma: no images in the reference file
     np.savez(tmp_path / 'stats.npz', mu=np.zeros(16), sigma=np.eye(16))
-    metric = GenerationMetric(metrics=('fid', ),
+    metric = GenerationMetric(metric_names=('fid', ),
                               reference=str(tmp_path / 'stats.npz'),
                               feature_extractor=tiny_extractor_cfg,
                               device='cpu')
@@ -138,7 +138,7 @@ def test_reference_dimension_mismatch_is_explained(tmp_path,
                                                    tiny_extractor_cfg,
                                                    make_images):
     np.savez(tmp_path / 'adm.npz', mu=np.zeros(2048), sigma=np.eye(2048))
-    metric = GenerationMetric(metrics=('fid', ),
+    metric = GenerationMetric(metric_names=('fid', ),
                               reference=str(tmp_path / 'adm.npz'),
                               feature_extractor=tiny_extractor_cfg,
                               device='cpu')

@@ -25,6 +25,6 @@ test_dataloader = val_dataloader
 # FID / IS / precision / recall against the ADM reference batch.
 val_evaluator = dict(
     type='GenerationMetric',
-    metrics=('fid', 'is', 'precision', 'recall'),
+    metric_names=('fid', 'is', 'precision', 'recall'),
     reference='data/VIRTUAL_imagenet256_labeled.npz')
 test_evaluator = val_evaluator

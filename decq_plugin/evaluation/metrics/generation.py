@@ -140,7 +140,9 @@ class GenerationMetric(BaseMetric):
     Reads ``data_samples`` items ``{'pred': Tensor[3, H, W] in [0, 1]}``.
 
     Args:
-        metrics: any subset of ``('fid', 'is', 'precision', 'recall')``.
+        metric_names: any subset of ``('fid', 'is', 'precision',
+            'recall')``. (Not ``metrics``: MMEngine's runner takes an
+            evaluator dict with a ``metrics`` key for an ``Evaluator``.)
         reference: ADM reference ``.npz`` (``mu``, ``sigma``; images
             ``arr_0`` or ``features`` for precision/recall) or an image
             folder; required unless only 'is' is asked for.
@@ -155,7 +157,7 @@ class GenerationMetric(BaseMetric):
     default_prefix: Optional[str] = None
 
     def __init__(self,
-                 metrics: Sequence[str] = METRIC_NAMES,
+                 metric_names: Sequence[str] = METRIC_NAMES,
                  reference: Optional[str] = None,
                  feature_extractor: FeatureExtractorSpec = None,
                  batch_size: int = 50,
@@ -165,7 +167,7 @@ class GenerationMetric(BaseMetric):
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
-        self.metrics = _check_metrics(metrics)
+        self.metrics = _check_metrics(metric_names)
         if reference is None and set(self.metrics) - {'is'}:
             raise ValueError(f'reference is required for {self.metrics}')
         if num_splits < 1 or k < 1:

@@ -47,6 +47,7 @@ from mmengine.model import BaseModel
 from torch import Tensor
 
 from decq_plugin.registry import MODELS
+from ..state_dict_keys import use_wrapper_free_keys
 from .flow_path import map_latents
 from .samplers import freeze, load_frozen_weights
 
@@ -132,6 +133,8 @@ class LatentDiffusionModel(BaseModel):
         if num_classes is not None and num_classes <= 0:
             raise ValueError(
                 f'num_classes must be positive, got {num_classes}')
+        # Same checkpoint keys on one GPU and under MMSeparateDDP.
+        use_wrapper_free_keys(self)
         self.tokenizer = build_frozen_tokenizer(
             tokenizer, tokenizer_ckpt, tokenizer_prefix, use_ema)
         defaults = self._denoiser_defaults(num_classes)
