@@ -37,6 +37,12 @@ def _num_threads() -> int:
 torch.set_num_threads(_num_threads())
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        'markers', 'recipe: runs a shipped config end to end through the '
+        'tools (slow; deselect with -m "not recipe")')
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
     shutil.rmtree(_CACHE_ROOT, ignore_errors=True)
 
