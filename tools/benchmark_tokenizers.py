@@ -3,7 +3,7 @@ decode throughput, parameters and FLOPs, written as a Markdown table, CSV,
 JSON and (given gFIDs) the reconstruction-vs-generation trade-off plot.
 
     # built-in: tiny random-weight tokenizers on the bundled photos (CPU,
-    # offline, well under a minute)
+    # offline; 1 min 45 s of CPU time: a few minutes on 2 CPU cores)
     python tools/benchmark_tokenizers.py --suite builtin
     # a paper table (configs/benchmark/*.json; see configs/README.md)
     python tools/benchmark_tokenizers.py --suite table3_paradigms \
