@@ -25,9 +25,6 @@ from decq_plugin.registry import MODELS
 from .suite import (BenchmarkSuite, SuiteError, TokenizerEntry,
                     check_checkpoint, resolve_config)
 
-_LPIPS_FILES = {'vgg': 'vgg16-397923af.pth',
-                'alex': 'alexnet-owt-7be5be79.pth'}
-
 
 class SetupError(SuiteError):
     """What a benchmark run lacks, all problems in one message."""
@@ -89,11 +86,13 @@ def lpips_problem(build: Callable[[], object],
     given = suite.lpips.get('trunk_weights_path')
 
     def describe(err: Exception) -> str:
+        from decq_plugin.models.losses.perceptual import _TRUNK_WEIGHTS
+        file_name, url = _TRUNK_WEIGHTS[net]
         what = (f'--lpips-trunk-weights {given!r} does not exist' if given
-                else f'the {net} trunk weights {_LPIPS_FILES[net]} are not '
-                f'in the torch hub cache and could not be downloaded')
+                else f'the {net} trunk weights {file_name} are not in the '
+                f'torch hub cache and could not be downloaded')
         return (f'LPIPS: {what}. Pass --lpips-trunk-weights PATH (a local '
-                f'torchvision {_LPIPS_FILES[net]}), or --lpips-random-trunk '
+                f'torchvision {file_name}, from {url}), or --lpips-random-trunk '
                 f'(offline; NOT comparable with published LPIPS), or leave '
                 f'LPIPS out with --metrics {_other_metrics(suite, "lpips")} '
                 f'({_first_sentence(err)})')

@@ -253,8 +253,13 @@ class SuiteRunner:
         image_size = None
         if data is not None:
             problems.append(data)
-        elif len(self.dataset):
-            image_size = int(self.dataset[0]['inputs'].shape[-1])
+        else:
+            try:
+                image_size = int(self.dataset[0]['inputs'].shape[-1])
+            except Exception as err:  # a corrupt first image, ...
+                problems.append(f"dataset {self.suite.dataset['type']}: its "
+                                f'first image cannot be read '
+                                f'({type(err).__name__}: {err})')
         plan = self._plan(configs, problems)
         to_build = [(entry, cfg) for entry, cfg, _, stored in plan
                     if stored is None or self._timing_outdated(stored)]

@@ -1,8 +1,9 @@
 """Checking timm model names before a model is built.
 
 A name is accepted wherever ``timm.create_model`` accepts it: an
-architecture (``'vit_base_patch14_reg4_dinov2'``) or an architecture with a
-pretrained tag (``'vit_base_patch16_224.mae'``, ``'vit_small_patch8_224.dino'``); names
+architecture (``'vit_base_patch14_reg4_dinov2'``) or an architecture with
+a pretrained tag (``'vit_base_patch16_224.mae'``,
+``'vit_small_patch8_224.dino'``); names
 with a source prefix (``'hf-hub:...'``, ``'local-dir:...'``) are left to
 timm. For anything else the error lists the closest names timm knows.
 """

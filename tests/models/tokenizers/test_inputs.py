@@ -10,8 +10,8 @@ from decq_plugin.apis import build_tokenizer_from_config
 from decq_plugin.models.tokenizers import inputs
 from decq_plugin.registry import MODELS
 
-ENCODER = dict(type='TimmViTEncoder', model_name='vit_base_patch14_reg4_dinov2',
-               input_size=56, pretrained=False,
+ENCODER = dict(type='TimmViTEncoder',
+               model_name='vit_base_patch14_reg4_dinov2', input_size=56, pretrained=False,
                model_kwargs=dict(embed_dim=32, depth=2, num_heads=2))
 ROOT = Path(__file__).resolve().parents[3]
 DECODER = dict(type='ViTPixelDecoder', patch_size=8,
