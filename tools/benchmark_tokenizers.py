@@ -1,9 +1,9 @@
-"""Compare tokenizers on one dataset: PSNR, SSIM, rFID, LPIPS, encode and
+r"""Compare tokenizers on one dataset: PSNR, SSIM, rFID, LPIPS, encode and
 decode throughput, parameters and FLOPs, written as a Markdown table, CSV,
 JSON and (given gFIDs) the reconstruction-vs-generation trade-off plot.
 
     # built-in: tiny random-weight tokenizers on the bundled photos (CPU,
-    # offline, well under a minute)
+    # offline; 1 min 45 s of CPU time: a few minutes on 2 CPU cores)
     python tools/benchmark_tokenizers.py --suite builtin
     # a paper table (configs/benchmark/*.json; see configs/README.md)
     python tools/benchmark_tokenizers.py --suite table3_paradigms \
@@ -22,6 +22,14 @@ whose config, checkpoint (path, mtime, size) and data settings are
 unchanged (their throughput is measured again, so that every timing of a
 table comes from one run; --reuse-timing keeps stored timings); --force
 recomputes everything.
+
+Before any tokenizer is evaluated, everything the run needs is checked and
+every problem is reported at once with the flag that fixes it: checkpoints
+(--checkpoint NAME=PATH), the dataset (--data-root, --image-size), the
+metric networks (--lpips-trunk-weights or, offline, --lpips-random-trunk;
+--inception-weights or, offline, --feature-extractor
+RandomConvFeatureExtractor) and the VFM of random-weight tokenizers
+(--encoder-weights).
 """
 import argparse
 import os.path as osp
@@ -36,7 +44,7 @@ from decq_plugin.benchmark.runner import SuiteRunner  # noqa: E402
 from decq_plugin.benchmark.suite import (  # noqa: E402
     AUTOCAST_CHOICES, METRIC_NAMES, BenchmarkSuite, SuiteError,
     TokenizerEntry, available_suites, load_suite, normalize_checkpoint,
-    parse_assignments, select, set_checkpoints, validate)
+    parse_assignments, select, set_checkpoints, set_image_size, validate)
 from decq_plugin.evaluation.inception import (  # noqa: E402
     InceptionWeightsError)
 
@@ -69,8 +77,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help='dataset of a --tokenizer list without --suite: '
                       'ImageNet val, any image folder, or the bundled photos')
     data.add_argument('--data-root', help='dataset folder')
-    data.add_argument('--image-size', type=int, default=256,
-                      help='ADM centre-crop size of a --tokenizer list')
+    data.add_argument('--image-size', type=int,
+                      help='side of the (ADM centre-cropped) images; must '
+                      'be what the tokenizers reconstruct (default: the '
+                      "suite's, 256 for a --tokenizer list)")
     data.add_argument('--num-images', type=int,
                       help='use the first N images')
     data.add_argument('--batch-size', type=int)
@@ -91,6 +101,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     metrics.add_argument('--lpips-random-trunk', action='store_true',
                          help='offline LPIPS with a random trunk: NOT '
                          'comparable with published LPIPS')
+    weights = parser.add_argument_group('tokenizer weights')
+    weights.add_argument('--encoder-weights', metavar='PATH',
+                         help='local pretrained VFM weights (e.g. '
+                         'model.safetensors of timm/vit_base_patch14_reg4_'
+                         'dinov2.lvd142m) for the tokenizers without a '
+                         'checkpoint (random decoder); tokenizers with a '
+                         'checkpoint read the VFM from it')
     timing = parser.add_argument_group('throughput (override the suite)')
     timing.add_argument('--throughput-batch', type=int)
     timing.add_argument('--warmup', type=int)
@@ -155,7 +172,7 @@ def build_suite(args: argparse.Namespace) -> BenchmarkSuite:
         suite = BenchmarkSuite(
             name='tokenizers', title='Tokenizer benchmark',
             dataset=adhoc_dataset(args.dataset, args.data_root,
-                                  args.image_size),
+                                  args.image_size or 256),
             tokenizers=entries, root='.')
     select(suite, args.only)
     set_checkpoints(suite, parse_assignments(args.checkpoint,
@@ -165,6 +182,10 @@ def build_suite(args: argparse.Namespace) -> BenchmarkSuite:
             raise SuiteError(f"--data-root: the suite's dataset "
                              f"({suite.dataset['type']}) has no data_root")
         suite.dataset['data_root'] = args.data_root
+    if args.image_size and args.suite:
+        set_image_size(suite, args.image_size)
+    if args.encoder_weights:
+        suite.encoder_weights = args.encoder_weights
     for name in ('num_images', 'batch_size', 'num_workers', 'metrics',
                  'autocast', 'seed'):
         if getattr(args, name) is not None:

@@ -1,4 +1,4 @@
-"""Reconstruct images with a trained tokenizer; write original |
+r"""Reconstruct images with a trained tokenizer; write original |
 reconstruction side by side.
 
     python tools/reconstruct.py CONFIG CHECKPOINT IMAGE_OR_FOLDER [...] \
@@ -29,18 +29,29 @@ from decq_plugin.utils.launch import check_file  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config')
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0].replace('\n', ' '),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split('\n\n', 1)[1])
+    parser.add_argument('config', help='stage-1 (or stage-2) config file')
     parser.add_argument('checkpoint', help="checkpoint ('none': random "
                         'weights of the config)')
     parser.add_argument('inputs', nargs='+', help='image files or folders')
-    parser.add_argument('--out-dir', default='reconstructions')
+    parser.add_argument('--out-dir', default='reconstructions',
+                        help='where <name>_recon.png go (default: '
+                        '%(default)s)')
     parser.add_argument('--grid', default=None,
                         help='also write every pair into one PNG grid')
-    parser.add_argument('--batch-size', type=int, default=16)
-    parser.add_argument('--device', default=None)
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    return parser.parse_args(argv)
+    parser.add_argument('--batch-size', type=int, default=16,
+                        help='default: %(default)s')
+    parser.add_argument('--device', default=None,
+                        help='default: cuda when available')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries (dotted keys)')
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error('--batch-size must be >= 1')
+    return args
 
 
 def list_inputs(inputs: List[str]) -> List[str]:
@@ -61,6 +72,25 @@ def list_inputs(inputs: List[str]) -> List[str]:
     return paths
 
 
+def check_inputs(config: str, checkpoint, inputs: List[str]) -> List[str]:
+    """The image paths; every missing file (config, checkpoint, inputs) is
+    reported at once, before the (slow) model build."""
+    problems = []
+    checks = [lambda: check_file(config, 'config file')]
+    if checkpoint:
+        checks.append(lambda: check_file(checkpoint, 'checkpoint'))
+    paths: List[str] = []
+    checks.append(lambda: paths.extend(list_inputs(inputs)))
+    for check in checks:
+        try:
+            check()
+        except FileNotFoundError as err:
+            problems.append(str(err))
+    if problems:
+        raise FileNotFoundError('\n  '.join(problems))
+    return paths
+
+
 def read_images(paths: List[str], crop) -> tuple:
     """Cropped ``[N,3,S,S]`` images of the readable ``paths`` (unreadable
     ones are reported by name and skipped)."""
@@ -77,9 +107,7 @@ def read_images(paths: List[str], crop) -> tuple:
 def main(argv=None) -> None:
     args = parse_args(argv)
     checkpoint = None if args.checkpoint == 'none' else args.checkpoint
-    if checkpoint:
-        check_file(checkpoint, 'checkpoint')
-    paths = list_inputs(args.inputs)  # before the (slow) model build
+    paths = check_inputs(args.config, checkpoint, args.inputs)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     tokenizer = build_tokenizer_from_config(
         args.config, checkpoint, args.cfg_options, device=device)
@@ -106,4 +134,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except FileNotFoundError as err:  # inputs, config, weights: no traceback
+        sys.exit(f'{osp.basename(__file__)}: error: {err}')

@@ -137,7 +137,8 @@ def evaluate_reconstruction(tokenizer: nn.Module,
                 f'{desc or "tokenizer"}: the dataset gives '
                 f'{tuple(images.shape[-2:])} images but the tokenizer '
                 f'decodes {size}x{size}; set the dataset transform size to '
-                f'{size}')
+                f'{size} (tools/benchmark_tokenizers.py: --image-size '
+                f'{size})')
         images = images.to(device, torch.float32)
         scorer.update(reconstruct(tokenizer, images, autocast), images)
     metrics, reference = scorer.compute()

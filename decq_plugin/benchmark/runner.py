@@ -18,7 +18,7 @@ import datetime
 import os
 import os.path as osp
 import uuid
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -36,18 +36,27 @@ from .cache import (RESULT_VERSION, digest, load_result, result_key,
 from .evaluation import (FeatureStats, ReconstructionScorer, cost_summary,
                          device_name, evaluate_reconstruction, fixed_batch,
                          measure_throughput)
-from .suite import BenchmarkSuite, TokenizerEntry, check_files
+from .preflight import (SetupError, dataset_problem, file_problems,
+                        lpips_problem, rfid_problem, tokenizer_problems)
+from .suite import BenchmarkSuite, TokenizerEntry
 
 
 def default_device() -> str:
     return 'cuda' if torch.cuda.is_available() else 'cpu'
 
 
-def load_entry_config(path: str, cfg_options: Dict[str, object]) -> Config:
-    """The entry's config with its ``cfg_options`` merged (dotted keys)."""
+def load_entry_config(path: str, cfg_options: Dict[str, object],
+                      encoder_weights: Optional[str] = None) -> Config:
+    """The entry's config with its ``cfg_options`` merged (dotted keys)
+    and, when given, ``encoder_weights`` as its VFM's ``weights_path``."""
     cfg = load_config(path)
     if cfg_options:
         cfg.merge_from_dict(dict(cfg_options))
+    if encoder_weights:
+        model = cfg.model
+        tok_cfg = model.tokenizer if 'tokenizer' in model else model
+        if 'encoder' in tok_cfg:
+            tok_cfg.encoder.weights_path = encoder_weights
     return cfg
 
 
@@ -200,33 +209,77 @@ class SuiteRunner:
         return any(stored.get(k) != v for k, v in wanted.items())
 
     # -- the suite ------------------------------------------------------------
-    def _plan(self, configs: Dict[str, str]) -> List[tuple]:
-        """``(entry, config, key, stored result or None)`` per tokenizer."""
+    def _plan(self, configs: Dict[str, str],
+              problems: Optional[List[str]] = None) -> List[tuple]:
+        """``(entry, config, key, stored result or None)`` per tokenizer
+        whose config was found; configs that do not load are added to
+        ``problems`` (raised when it is None)."""
         plan = []
         for entry in self.suite.tokenizers:
-            cfg = load_entry_config(configs[entry.name], entry.cfg_options)
-            key = result_key(cfg.to_dict(), entry.checkpoint,
-                             self.suite.seed, self.suite.data_settings())
+            if entry.name not in configs:
+                continue
+            weights = (self.suite.encoder_weights
+                       if entry.checkpoint is None else None)
+            try:
+                cfg = load_entry_config(configs[entry.name],
+                                        entry.cfg_options, weights)
+            except Exception as err:  # syntax errors, bad _base_, ...
+                if problems is None:
+                    raise
+                problems.append(f'tokenizer {entry.name!r}: config '
+                                f'{configs[entry.name]!r} does not load '
+                                f'({type(err).__name__}: {err})')
+                continue
+            try:
+                key = result_key(cfg.to_dict(), entry.checkpoint,
+                                 self.suite.seed, self.suite.data_settings())
+            except FileNotFoundError:  # a missing checkpoint, reported
+                if problems is None:
+                    raise
+                plan.append((entry, cfg, None, None))
+                continue
             path = result_path(self.out_dir, entry.name)
             stored = None if self.force else load_result(path, key)
             plan.append((entry, cfg, key, stored))
         return plan
 
-    def _prepare_metrics(self) -> None:
-        """Build the LPIPS and rFID networks now, so that missing weight
-        files are reported before any tokenizer is evaluated."""
-        if 'lpips' in self.suite.metrics:
-            self.lpips()
-        if 'rfid' in self.suite.metrics:
-            self.extractor().extractor  # builds the network
+    def preflight(self) -> Tuple[Dict[str, str], List[tuple]]:
+        """Check everything the run needs before any tokenizer is
+        evaluated; raise :class:`SetupError` listing every problem (each
+        naming the command-line flag that fixes it). Returns ``({name:
+        config path}, plan)`` (see :meth:`_plan`)."""
+        configs, problems = file_problems(self.suite)
+        data = dataset_problem(lambda: len(self.dataset), self.suite)
+        image_size = None
+        if data is not None:
+            problems.append(data)
+        else:
+            try:
+                image_size = int(self.dataset[0]['inputs'].shape[-1])
+            except Exception as err:  # a corrupt first image, ...
+                problems.append(f"dataset {self.suite.dataset['type']}: its "
+                                f'first image cannot be read '
+                                f'({type(err).__name__}: {err})')
+        plan = self._plan(configs, problems)
+        to_build = [(entry, cfg) for entry, cfg, _, stored in plan
+                    if stored is None or self._timing_outdated(stored)]
+        problems += tokenizer_problems(to_build, image_size)
+        if any(stored is None for *_, stored in plan):
+            # build the metric networks now: missing weights are found
+            # before the first tokenizer is evaluated
+            if 'lpips' in self.suite.metrics:
+                problems.append(lpips_problem(self.lpips, self.suite))
+            if 'rfid' in self.suite.metrics:
+                problems.append(rfid_problem(
+                    lambda: self.extractor().extractor, self.suite))
+        problems = [p for p in problems if p]
+        if problems:
+            raise SetupError(problems)
+        return configs, plan
 
     def run(self) -> List[dict]:
         """Evaluate (or read back) every tokenizer, in suite order."""
-        configs = check_files(self.suite)  # all missing files before work
-        len(self.dataset)  # a missing dataset fails here, not after a build
-        plan = self._plan(configs)
-        if any(stored is None for *_, stored in plan):
-            self._prepare_metrics()
+        configs, plan = self.preflight()
         results: List[dict] = []
         by_key: Dict[str, dict] = {}
         bar = tqdm(plan, desc=self.suite.name, unit='tok',

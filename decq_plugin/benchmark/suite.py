@@ -83,6 +83,8 @@ class BenchmarkSuite:
     seed: int = 0
     autocast: str = 'none'
     root: str = '.'  # the folder holding configs/, for config look-up
+    # VFM weight file of the random-weight tokenizers (command line only)
+    encoder_weights: Optional[str] = None
     path: Optional[str] = None
 
     def data_settings(self) -> dict:
@@ -266,19 +268,6 @@ def check_checkpoint(entry: TokenizerEntry) -> None:
         f'--checkpoint "{entry.name}=none" for random weights.')
 
 
-def check_files(suite: BenchmarkSuite) -> Dict[str, str]:
-    """Check every config and checkpoint before anything is computed.
-
-    Returns:
-        ``{name: resolved config path}``.
-    """
-    configs = {}
-    for entry in suite.tokenizers:
-        configs[entry.name] = resolve_config(entry, suite.root)
-        check_checkpoint(entry)
-    return configs
-
-
 def parse_assignments(items: Sequence[str], what: str) -> Dict[str, str]:
     """``['NAME=VALUE', ...]`` -> ``{NAME: VALUE}`` (split at the last '=',
     so names may hold '=' like ``'DecQ Q=4=ckpt.pth'``)."""
@@ -313,3 +302,20 @@ def set_checkpoints(suite: BenchmarkSuite, checkpoints: Dict[str,
                          f'{suite.name!r} (it has {list(known)})')
     for name, path in checkpoints.items():
         known[name].checkpoint = normalize_checkpoint(path)
+
+
+def set_image_size(suite: BenchmarkSuite, size: int) -> None:
+    """Make the suite's dataset give ``size x size`` images: the ``size``
+    of its crop transform, or its own ``image_size``."""
+    dataset = suite.dataset
+    transform = dataset.get('transform')
+    if isinstance(transform, dict) and 'size' in transform:
+        transform['size'] = size
+    elif 'image_size' in dataset:
+        dataset['image_size'] = size
+    elif transform is None and dataset['type'] in ('ImageNetDataset',
+                                                   'ImageFolderDataset'):
+        dataset['transform'] = dict(type='AdmCenterCrop', size=size)
+    else:
+        raise SuiteError(f"--image-size: the suite's dataset "
+                         f"({dataset['type']}) has no image size to set")

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
+from decq_plugin.benchmark.preflight import file_problems
 from decq_plugin.benchmark.suite import (SuiteError, available_suites,
-                                         check_files, find_suite, load_suite,
+                                         find_suite, load_suite,
                                          parse_assignments, parse_suite,
-                                         select, set_checkpoints)
+                                         select, set_checkpoints,
+                                         set_image_size)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_DECQ = 'configs/demo/decq_tiny_1xb8-16e_demo-64.py'
@@ -63,23 +65,23 @@ def test_parse_errors_name_the_problem(changes, match):
 
 
 def test_missing_config_and_checkpoint_are_named(tmp_path):
-    missing_cfg = parse_suite(_raw(tokenizers=[dict(
-        name='Mine', config='configs/nope.py')]), str(ROOT))
-    with pytest.raises(FileNotFoundError,
-                       match="tokenizer 'Mine': config file not found: "
-                       "'configs/nope.py'"):
-        check_files(missing_cfg)
     ckpt = str(tmp_path / 'gone.pth')
-    missing_ckpt = parse_suite(_raw(tokenizers=[dict(
-        name='Mine', config=DEMO_DECQ, checkpoint=ckpt)]), str(ROOT))
-    with pytest.raises(FileNotFoundError) as err:
-        check_files(missing_ckpt)
-    assert f"tokenizer 'Mine': checkpoint not found: '{ckpt}'" in \
-        str(err.value)
-    assert '--checkpoint "Mine=PATH"' in str(err.value)
+    suite = parse_suite(_raw(tokenizers=[
+        dict(name='Mine', config='configs/nope.py'),
+        dict(name='Other', config=DEMO_DECQ, checkpoint=ckpt)]), str(ROOT))
+    configs, problems = file_problems(suite)
+    assert len(problems) == 2  # both at once
+    assert "tokenizer 'Mine': config file not found: 'configs/nope.py'" in \
+        problems[0]
+    assert f"tokenizer 'Other': checkpoint not found: '{ckpt}'" in \
+        problems[1]
+    assert '--checkpoint "Other=PATH"' in problems[1]
+    assert list(configs) == ['Other']
     (tmp_path / 'gone.pth').write_bytes(b'x')
-    found = check_files(missing_ckpt)
-    assert Path(found['Mine']).resolve() == ROOT / DEMO_DECQ
+    suite.tokenizers = suite.tokenizers[1:]
+    configs, problems = file_problems(suite)
+    assert problems == []
+    assert Path(configs['Other']).resolve() == ROOT / DEMO_DECQ
 
 
 def test_overrides():
@@ -211,3 +213,19 @@ def test_configs_readme_commands_name_real_files():
     assert any('stage2() {' in b for b in blocks)
     for block in blocks:
         subprocess.run(['bash', '-n'], input=block, text=True, check=True)
+
+
+def test_set_image_size():
+    suite = load_suite('main')  # ImageNet, ADM centre crop
+    set_image_size(suite, 128)
+    assert suite.dataset['transform'] == dict(type='AdmCenterCrop', size=128)
+    builtin = load_suite('builtin')  # the bundled photos
+    set_image_size(builtin, 32)
+    assert builtin.dataset['image_size'] == 32
+    plain = parse_suite(_raw(dataset=dict(type='ImageNetDataset',
+                                          data_root='d')), str(ROOT))
+    set_image_size(plain, 64)  # no transform: the default crop, resized
+    assert plain.dataset['transform'] == dict(type='AdmCenterCrop', size=64)
+    other = parse_suite(_raw(dataset=dict(type='LatentDataset')), str(ROOT))
+    with pytest.raises(SuiteError, match='--image-size'):
+        set_image_size(other, 64)

@@ -7,6 +7,8 @@ import csv
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -168,28 +170,92 @@ def test_rerun_reads_stored_results(tmp_path, decq_checkpoint,
                                         'num_images'}
 
 
-def test_missing_files_named_before_any_work(tmp_path, decq_checkpoint,
-                                             count_evaluations):
-    suite = _suite_file(tmp_path, decq_checkpoint)
-    out = ['--out-dir', str(tmp_path / 'o'), *FAST]
-    with pytest.raises(FileNotFoundError,
-                       match="tokenizer 'RAE again': checkpoint not found: "
-                       "'nope.pth'"):
+def _broken_suite(tmp_path, checkpoint: str, **dataset) -> str:
+    """The three-tokenizer suite plus a missing config and a tokenizer
+    whose VFM wants pretrained weights."""
+    raw = json.loads(Path(_suite_file(tmp_path, checkpoint)).read_text())
+    raw['dataset'].update(dataset)
+    raw['tokenizers'] += [
+        dict(name='mine', config='configs/missing.py'),
+        dict(name='pretrained VFM', config=DEMO_DECQ,
+             cfg_options={'model.tokenizer.encoder.pretrained': True})]
+    path = tmp_path / 'broken.json'
+    path.write_text(json.dumps(raw))
+    return str(path)
+
+
+def test_every_problem_named_at_once_before_any_work(
+        tmp_path, decq_checkpoint, count_evaluations):
+    suite = _broken_suite(tmp_path, decq_checkpoint)
+    out = tmp_path / 'o'
+    with pytest.raises(tool.SuiteError) as info:
         tool.main(['--suite', suite, '--checkpoint', 'RAE again=nope.pth',
-                   *out])
-    with pytest.raises(FileNotFoundError,
-                       match="tokenizer 'mine': config file not found: "
-                       "'configs/missing.py'"):
-        tool.main(['--suite', suite, '--tokenizer', 'mine',
-                   'configs/missing.py', 'none', *out])
-    with pytest.raises(tool.SuiteError, match=r"no tokenizers \['Typo'\]"):
-        tool.main(['--suite', suite, '--checkpoint', 'Typo=x.pth', *out])
-    # metric networks are built before the first tokenizer is evaluated
-    with pytest.raises(tool.InceptionWeightsError,
-                       match="weights_path '/nope/inception.pth'"):
-        tool.main(['--suite', suite, '--inception-weights',
-                   '/nope/inception.pth', *out])
+                   '--inception-weights', '/nope/inception.pth',
+                   '--lpips-trunk-weights', '/nope/vgg.pth',
+                   '--encoder-weights', '/nope/vfm.safetensors',
+                   '--image-size', '32', '--out-dir', str(out), *FAST])
+    problems = info.value.problems
+    message = str(info.value)
+    assert message.startswith('6 problems found before any tokenizer was '
+                              'evaluated:')
+    expected = [
+        # each names what is wrong and the flag that fixes it
+        ("tokenizer 'RAE again': checkpoint not found: 'nope.pth'",
+         '--checkpoint "RAE again=PATH"'),
+        ("tokenizer 'mine': config file not found: 'configs/missing.py'",
+         '--tokenizer NAME CONFIG CHECKPOINT'),
+        ("tokenizer 'pretrained VFM' (random weights) needs the pretrained "
+         "VFM weights (weights_path='/nope/vfm.safetensors' does not exist",
+         '--encoder-weights PATH'),
+        ('the dataset gives 32x32 images, the tokenizers reconstruct other '
+         "sizes (64x64: 'DecQ', 'RAE', 'RAE again', 'pretrained VFM')",
+         '--image-size 64'),
+        ("LPIPS: --lpips-trunk-weights '/nope/vgg.pth' does not exist",
+         '--lpips-random-trunk'),
+        ("rFID: the FID Inception-v3 weights weights-inception-2015-12-05-"
+         "6726825d.pth are not here (weights_path '/nope/inception.pth' does "
+         "not exist)", '--feature-extractor RandomConvFeatureExtractor'),
+    ]
+    assert len(problems) == len(expected)
+    for problem, (what, flag) in zip(problems, expected):
+        assert what in problem and flag in problem, problem
     assert count_evaluations == []
+    assert not (out / 'results').exists()
+
+
+def test_missing_data_root_and_size_flags(tmp_path, decq_checkpoint,
+                                          count_evaluations):
+    suite = _suite_file(tmp_path, decq_checkpoint)
+    raw = json.loads(Path(suite).read_text())
+    raw['dataset'] = dict(type='ImageFolderDataset',
+                          data_root=str(tmp_path / 'no_images'))
+    Path(suite).write_text(json.dumps(raw))
+    with pytest.raises(tool.SuiteError) as info:
+        tool.main(['--suite', suite, '--metrics', 'psnr', '--out-dir',
+                   str(tmp_path / 'o'), *FAST])
+    problem, = info.value.problems
+    assert "dataset ImageFolderDataset: data_root '" in problem
+    assert 'is not a folder' in problem and '--data-root DIR' in problem
+    assert count_evaluations == []
+
+
+def test_command_line_errors_exit_cleanly(tmp_path, decq_checkpoint):
+    """As a user runs it: a short message on stderr, exit status 1, no
+    traceback; nothing evaluated."""
+    suite = _broken_suite(tmp_path, decq_checkpoint)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'tools' / 'benchmark_tokenizers.py'),
+         '--suite', suite, '--checkpoint', 'RAE again=nope.pth',
+         '--metrics', 'psnr', '--encoder-weights', '/nope/vfm.safetensors',
+         '--out-dir', str(tmp_path / 'o'), *FAST],
+        capture_output=True, text=True, env=env, cwd=str(tmp_path),
+        timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert proc.stderr.startswith('error: 3 problems found before any '
+                                  'tokenizer was evaluated:\n  - ')
+    assert not (tmp_path / 'o' / 'results').exists()
 
 
 def test_tokenizer_list_without_suite(tmp_path):
@@ -226,6 +292,15 @@ def test_argument_checks_and_overrides():
     assert offline.lpips['pretrained_trunk'] is False
     assert offline.rfid['feature_extractor']['type'] == \
         'RandomConvFeatureExtractor'
+    # --image-size and --encoder-weights reach a suite too
+    sized = tool.build_suite(tool.parse_args([
+        '--suite', 'builtin', '--image-size', '32', '--encoder-weights',
+        'vfm.safetensors']))
+    assert sized.dataset['image_size'] == 32
+    assert sized.encoder_weights == 'vfm.safetensors'
+    assert tool.build_suite(tool.parse_args([
+        '--tokenizer', 'a', DEMO_DECQ, 'none'])).dataset['transform'] == \
+        dict(type='AdmCenterCrop', size=256)
     with pytest.raises(tool.SuiteError, match='has no data_root'):
         tool.build_suite(tool.parse_args(['--suite', 'builtin',
                                           '--data-root', 'x']))

@@ -1,6 +1,9 @@
 """tools/compute_latent_stats.py and tools/reconstruct.py on a tiny DecQ
 tokenizer and a folder of generated images."""
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,8 @@ from decq_plugin.apis import build_tokenizer_from_config
 from decq_plugin.datasets.transforms import AdmCenterCrop
 from decq_plugin.models.tokenizers.latent_stats import LatentStatsAccumulator
 
-TOOLS = Path(__file__).resolve().parents[2] / 'tools'
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS = ROOT / 'tools'
 
 CONFIG = '''
 default_scope = 'decq_plugin'
@@ -141,3 +145,20 @@ def test_reconstruct_tool_missing_input(setup, tmp_path):
     with pytest.raises(FileNotFoundError, match='nowhere.png'):
         _load_tool('reconstruct').main(
             [config, ckpt, str(tmp_path / 'nowhere.png')])
+
+
+def test_reconstruct_tool_reports_every_missing_file_cleanly(tmp_path):
+    """As a user runs it: config, checkpoint and inputs all named in one
+    message, no traceback, exit status 1."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'tools' / 'reconstruct.py'),
+         'configs/decq/nope.py', 'gone.pth', 'nowhere.png'],
+        capture_output=True, text=True, cwd=str(tmp_path), timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 1
+    assert 'Traceback' not in proc.stderr
+    lines = proc.stderr.strip().split('\n')
+    assert lines[0].startswith("reconstruct.py: error: config file not "
+                               "found: 'configs/decq/nope.py'")
+    assert "checkpoint not found: 'gone.pth'" in lines[1]
+    assert "input 'nowhere.png' is neither an image file" in lines[2]

@@ -227,9 +227,10 @@ class LatentDiffusionModel(BaseModel):
         return decoder.image_size
 
     @torch.no_grad()
-    def encode(self, images: Tensor) -> Latents:
-        """Images [B,3,H,W] in [0,1] -> normalised latents (frozen)."""
-        return self.tokenizer.encode(images)
+    def encode(self, images: Tensor, check_range: bool = True) -> Latents:
+        """Images [B,3,H,W] in [0,1] -> normalised latents (frozen); see
+        the tokenizer's ``encode`` for the input checks."""
+        return self.tokenizer.encode(images, check_range=check_range)
 
     def make_noise(self, batch: int,
                    generator: Optional[torch.Generator] = None,
@@ -331,8 +332,8 @@ class LatentDiffusionModel(BaseModel):
     # -- MMEngine entry points ----------------------------------------------
     def _to_latents(self, inputs: Union[Tensor, Latents]) -> Latents:
         """Images (encoded here) or cached latents -> float32 latents."""
-        if isinstance(inputs, Tensor):
-            latents = self.encode(inputs)
+        if isinstance(inputs, Tensor):  # no value check (a sync) per step
+            latents = self.encode(inputs, check_range=False)
         elif isinstance(inputs, dict) and 'patch' in inputs:
             latents = inputs
         else:

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from decq_plugin.models.encoders.base import MissingPretrainedWeightsError
+from decq_plugin.models.encoders.timm_names import check_timm_name
 from decq_plugin.registry import MODELS
 
 
@@ -85,7 +86,8 @@ class DINODiscriminator(nn.Module):
     input (the real branch) stores no ViT activations.
 
     Args:
-        model_name: timm ViT name; default DINO ViT-S/8.
+        model_name: timm ViT name, with or without a pretrained tag;
+            default DINO ViT-S/8 (``'vit_small_patch8_224.dino'``).
         pretrained: load the model's pretrained weights.
         weights_path: local weight file (timm ``pretrained_cfg_overlay``),
             e.g. ``model.safetensors`` of ``timm/vit_small_patch8_224.dino``.
@@ -166,6 +168,7 @@ class DINODiscriminator(nn.Module):
     def _build_feature_net(model_name: str, pretrained: bool,
                            weights_path: Optional[str],
                            model_kwargs: Optional[dict]) -> nn.Module:
+        check_timm_name(model_name, 'DINODiscriminator')
         kwargs = dict(model_kwargs or {})
         kwargs.setdefault('num_classes', 0)
         if weights_path is not None:

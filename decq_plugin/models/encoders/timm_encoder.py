@@ -8,6 +8,7 @@ from torch import nn
 from decq_plugin.registry import MODELS
 from .base import (IMAGENET_MEAN, IMAGENET_STD, MissingPretrainedWeightsError,
                    VFMEncoder)
+from .timm_names import check_timm_name
 
 
 def _pretrained_source(model: nn.Module, model_name: str) -> str:
@@ -22,7 +23,8 @@ class TimmViTEncoder(VFMEncoder):
     """A frozen timm ViT used as the tokenizer encoder.
 
     Args:
-        model_name: timm model name, e.g. ``'vit_base_patch14_reg4_dinov2'``.
+        model_name: timm model name, e.g. ``'vit_base_patch14_reg4_dinov2'``
+            or one with a pretrained tag (``'vit_base_patch16_224.mae'``).
         input_size: VFM input side (224 gives a 16x16 grid at patch 14).
         pretrained: load pretrained weights (from ``weights_path`` when
             given, else timm's download).
@@ -45,10 +47,7 @@ class TimmViTEncoder(VFMEncoder):
                  std: Sequence[float] = IMAGENET_STD,
                  antialias: bool = False) -> None:
         import timm
-        if model_name not in timm.list_models():
-            close = timm.list_models(f'*{model_name.split("_")[0]}*')[:5]
-            raise ValueError(f"model_name='{model_name}' is not a timm model; "
-                             f'similar names: {close}')
+        check_timm_name(model_name, type(self).__name__)
         kwargs = dict(model_kwargs or {})
         kwargs.setdefault('img_size', input_size)
         kwargs.setdefault('num_classes', 0)

@@ -5,6 +5,11 @@
   by the latent statistics when the tokenizer has them;
 * ``decode(latents) -> images [B,3,H,W] in [0,1]``.
 
+``encode`` and ``reconstruct`` take float images of exactly ``image_size``
+pixels a side and refuse anything else (uint8, values outside [0, 1], other
+sizes or channel counts) with a message that says how to convert it; see
+:mod:`.inputs`.
+
 Training uses the raw forms: :meth:`encode_raw`, :meth:`noise_augment` and
 :meth:`decode_raw` (unclamped pixels).
 """
@@ -15,6 +20,7 @@ from mmengine.model import BaseModule
 from torch import nn
 
 from decq_plugin.registry import MODELS
+from .inputs import check_image_layout, check_image_range, check_latents
 from .noise_augmentation import noise_augment
 from .normalization import LatentNormalizer
 
@@ -101,9 +107,24 @@ class BaseTokenizer(BaseModule):
         """Side of the decoded images."""
         return self.decoder.grid_size * self.decoder.patch_size
 
-    def encode(self, images: torch.Tensor, normalize: bool = True) -> Latents:
-        """Images ``[B,3,H,W]`` in [0,1] -> latents (normalised when the
-        tokenizer has statistics and ``normalize`` is true)."""
+    def check_images(self, images: torch.Tensor,
+                     check_range: bool = True) -> None:
+        """Raise unless ``images`` is float ``[B,3,S,S]`` (``S =
+        image_size``) in [0, 1]; ``check_range`` reads the values (one
+        device sync), the rest reads metadata only."""
+        check_image_layout(images, self.image_size)
+        if check_range:
+            check_image_range(images)
+
+    def encode(self,
+               images: torch.Tensor,
+               normalize: bool = True,
+               check_range: bool = True) -> Latents:
+        """Images ``[B,3,S,S]`` (``S = image_size``) in [0,1] -> latents
+        (normalised when the tokenizer has statistics and ``normalize`` is
+        true). Wrong inputs are refused (:meth:`check_images`);
+        ``check_range=False`` skips the value check and its device sync."""
+        self.check_images(images, check_range)
         latents = self.encode_raw(images)
         return self.normalizer.normalize(latents) if normalize else latents
 
@@ -115,14 +136,19 @@ class BaseTokenizer(BaseModule):
                latents: Latents,
                normalized: bool = True,
                clamp: bool = True) -> torch.Tensor:
-        """Latents -> images ``[B,3,H,W]`` in [0,1]."""
+        """Latents (as :meth:`encode` returns them) -> images ``[B,3,S,S]``
+        in [0,1] (unclamped when ``clamp`` is false)."""
+        check_latents(latents, self.latent_shapes)
         if normalized:
             latents = self.normalizer.denormalize(latents)
         images = self.decode_raw(latents)
         return images.clamp(0, 1) if clamp else images
 
-    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
-        """Images -> reconstructions, both ``[B,3,H,W]`` in [0,1]."""
+    def reconstruct(self, images: torch.Tensor,
+                    check_range: bool = True) -> torch.Tensor:
+        """Images -> reconstructions, both ``[B,3,S,S]`` in [0,1]; inputs
+        are checked as in :meth:`encode`."""
+        self.check_images(images, check_range)
         return self.decode(self.encode_raw(images), normalized=False)
 
     def noise_augment(self,
@@ -136,7 +162,9 @@ class BaseTokenizer(BaseModule):
         """One training pass: ``{'recon': unclamped [B,3,H,W], 'loss_*':
         auxiliary losses}``. Latents are noise-augmented when ``augment``.
 
-        Going through ``forward`` lets DDP wrappers see the pass."""
+        Going through ``forward`` lets DDP wrappers see the pass; the
+        images' layout is checked, not their values (no device sync)."""
+        check_image_layout(images, self.image_size)
         latents = self.encode_raw(images)
         out = dict(self.auxiliary_losses(images, latents))
         if augment:
