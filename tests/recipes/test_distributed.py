@@ -33,11 +33,16 @@ def _free_port() -> int:
 
 
 def _dist(script: str, *args: str, nproc: int = 2) -> str:
-    """Run ``tools/<script>`` with ``nproc`` CPU processes; returns output."""
+    """Run ``tools/<script>`` with ``nproc`` CPU processes; returns output.
+
+    ``dist_train.sh CONFIG GPUS ...`` and ``dist_test.sh CONFIG CKPT GPUS
+    ...``: the process count follows the script's positional arguments.
+    """
     env = dict(os.environ, PORT=str(_free_port()), OMP_NUM_THREADS='1',
                HF_HUB_OFFLINE='1', CUDA_VISIBLE_DEVICES='')
-    cmd = ['bash', str(ROOT / 'tools' / script), *args[:1], str(nproc),
-           *args[1:]]
+    positional = 2 if script == 'dist_test.sh' else 1
+    cmd = ['bash', str(ROOT / 'tools' / script), *args[:positional],
+           str(nproc), *args[positional:]]
     proc = subprocess.run(cmd, env=env, cwd=str(ROOT), capture_output=True,
                           text=True, timeout=600)
     output = proc.stdout + proc.stderr
