@@ -141,7 +141,7 @@ def _dinov2_b_reg4(grid: int = 16) -> int:
 def _decoder_xl(in_channels: int = 768, num_queries: int = 0) -> int:
     w, out = 1152, 16 * 16 * 3
     total = 28 * _vit_block(w, 4096) + in_channels * w + w + 2 * w + \
-        w * out + out
+        w * out + out + w  # ... + RAE's CLS token
     if num_queries:
         total += 768 * w + w + num_queries * w
     return total

@@ -5,12 +5,16 @@
         [--seed 0] [--num-steps 49] [--guidance-scale 1.5] [--no-png]
     torchrun --nproc_per_node 8 tools/sample.py ... --launcher pytorch
 
-Sample ``i`` has class ``classes[i // num_per_class]`` (default classes
-``0 .. num_classes - 1``) and starts from noise seeded with ``seed + i``
+``num_per_class`` samples of each class (default classes ``0 ..
+num_classes - 1``) in a seeded random class order, as RAE's sampler writes
+them (``--sorted-classes``: sample ``i`` has class ``classes[i //
+num_per_class]``); sample ``i`` starts from noise seeded with ``seed + i``
 (``ClassLabelDataset``'s convention), so a sample does not depend on the
 batch size, the number of GPUs or interruptions: images made in different
 batches agree up to float rounding (at most one 8-bit level, rarely). Rank
-``r`` of ``W`` makes samples ``r, r + W, ...``.
+``r`` of ``W`` makes samples ``r, r + W, ...``. Pixels become 8-bit by
+truncation, ``(x.clamp(0, 1) * 255).to(uint8)`` as the ADM and RAE samplers
+(``--rounding round``: the nearest level).
 
 Output::
 
@@ -28,8 +32,8 @@ statistics, an autoguidance guide, a ``decode_with`` decoder) are taken from
 it, so the config's separate files for them are not read; parts it lacks
 (e.g. the guide of an autoguidance config) are built from the config's files.
 
-``--metrics --reference REF`` then computes FID/IS/precision/recall of the
-``.npz`` (``decq_plugin.evaluation.metrics.generation.evaluate_samples_npz``).
+``--metrics --reference REF`` then computes FID/sFID/IS/precision/recall of
+the ``.npz``, as the ADM evaluator does (``decq_plugin.evaluation.metrics.generation.evaluate_samples_npz``).
 """
 import argparse
 import json
@@ -56,9 +60,11 @@ from decq_plugin.engine.checkpoint import (  # noqa: E402
     CheckpointFormatError, StateDictMismatchError, safe_load_checkpoint)
 from decq_plugin.utils.launch import (check_file, init_launcher,  # noqa: E402
                                       load_config)
+from decq_plugin.utils.images import (ROUNDING_MODES,  # noqa: E402
+                                      to_uint8 as quantize)
 from decq_plugin.utils.npz import save_npz_streamed  # noqa: E402
 
-METRIC_NAMES = ('fid', 'is', 'precision', 'recall')
+METRIC_NAMES = ('fid', 'is', 'precision', 'recall', 'sfid')
 SETTINGS_FILE = 'sampling.json'
 
 
@@ -74,7 +80,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='explicit class list (wins over --num-classes)')
     parser.add_argument('--batch-size', type=int, default=64)
     parser.add_argument('--seed', type=int, default=0,
-                        help='noise seed of sample 0 (sample i: seed + i)')
+                        help='noise seed of sample 0 (sample i: seed + i) '
+                        'and seed of the class order')
+    parser.add_argument('--sorted-classes', action='store_true',
+                        help='samples sorted by class instead of the seeded '
+                        'random order (the IS splits then see few classes)')
+    parser.add_argument('--rounding', choices=ROUNDING_MODES,
+                        default='truncate', help='8-bit conversion: '
+                        "'truncate' as ADM / RAE, or 'round'")
     parser.add_argument('--num-steps', type=int, default=None,
                         help='ODE steps (the sampler has steps + 1 time '
                         "points; RAE: 50 points = 49 steps); default: the "
@@ -246,10 +259,9 @@ def png_path(sample_dir: str, index: int) -> str:
     return osp.join(sample_dir, f'{index:06d}.png')
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[B,3,H,W] in [0,1] -> uint8 [B,H,W,3]."""
-    images = images.detach().float().clamp(0, 1).mul(255).round()
-    return images.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+def to_uint8(images: torch.Tensor, rounding: str = 'truncate') -> np.ndarray:
+    """[B,3,H,W] in [0,1] -> uint8 [B,H,W,3] (truncated as ADM / RAE)."""
+    return quantize(images, rounding).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def save_png(array: np.ndarray, path: str) -> None:
@@ -320,7 +332,8 @@ def pack_npz(sample_dir: str, labels: Sequence[int], path: str) -> tuple:
 @torch.no_grad()
 def sample_rank(model, labels: ClassLabelDataset, sample_dir: str, *,
                 rank: int = 0, world_size: int = 1, batch_size: int = 64,
-                device: str = 'cpu', progress: bool = True) -> int:
+                device: str = 'cpu', progress: bool = True,
+                rounding: str = 'truncate') -> int:
     """Make the missing PNGs of samples ``rank, rank + world_size, ...``;
     returns how many were made."""
     os.makedirs(sample_dir, exist_ok=True)
@@ -334,7 +347,7 @@ def sample_rank(model, labels: ClassLabelDataset, sample_dir: str, *,
         y = torch.tensor([it['gt_label'] for it in items], device=device)
         seeds = torch.tensor([it['seed'] for it in items])
         noise = model.make_noise(len(indices), device=device, seeds=seeds)
-        images = to_uint8(model.sample(y, noise=noise))
+        images = to_uint8(model.sample(y, noise=noise), rounding)
         for i, image in zip(indices, images):
             save_png(image, png_path(sample_dir, i))
         bar.update(len(indices))
@@ -387,12 +400,15 @@ def main(argv=None) -> dict:
                          f'0..{model.num_classes - 1}')
     labels = ClassLabelDataset(classes=classes,
                                num_per_class=args.num_per_class,
-                               seed=args.seed)
+                               seed=args.seed,
+                               shuffle=not args.sorted_classes)
     settings = dict(
         config=osp.abspath(args.config),
         checkpoint=osp.abspath(args.checkpoint),
         raw_weights=args.raw_weights, seed=args.seed,
         num_per_class=args.num_per_class, classes=classes,
+        class_order='sorted' if args.sorted_classes else 'random',
+        rounding=args.rounding,
         image_size=model.image_size, sampler=repr(model.sampler),
         guidance=describe_guidance(model.guidance),
         cfg_options=args.cfg_options or {})
@@ -403,15 +419,15 @@ def main(argv=None) -> dict:
     tic = time.time()
     made = sample_rank(model, labels, sample_dir, rank=rank,
                        world_size=world_size, batch_size=args.batch_size,
-                       device=device, progress=rank == 0)
+                       device=device, progress=rank == 0,
+                       rounding=args.rounding)
     seconds = time.time() - tic
     barrier()
     result = dict(num_samples=len(labels), made_by_rank0=made,
                   seconds=seconds)
     if rank != 0:
         return result
-    all_labels = [classes[i // args.num_per_class]
-                  for i in range(len(labels))]
+    all_labels = labels.labels
     npz = None
     if not args.no_npz:
         npz = args.npz or osp.join(args.out_dir, 'samples.npz')

@@ -1,5 +1,10 @@
 """Entry points for scripts and notebooks: build a trained tokenizer (or
-any model) from a config and a checkpoint."""
+any model) from a config and a checkpoint; start from RAE's released
+weights."""
 from .build import build_model_from_config, build_tokenizer_from_config
+from .convert_rae import convert_rae_checkpoint
 
-__all__ = ['build_model_from_config', 'build_tokenizer_from_config']
+__all__ = [
+    'build_model_from_config', 'build_tokenizer_from_config',
+    'convert_rae_checkpoint'
+]

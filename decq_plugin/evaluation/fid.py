@@ -1,9 +1,10 @@
 """Frechet distance, feature statistics and FID reference sets.
 
 A reference set is either an ADM-style ``.npz`` (``mu``/``sigma`` of the
-2048-d Inception pool features, optionally the images ``arr_0`` as uint8
-[N,H,W,3] or precomputed ``features`` [N,D]) or a folder of images, whose
-features are computed with a feature extractor (see :mod:`.inception`).
+2048-d Inception pool features, ``mu_s``/``sigma_s`` of the sFID spatial
+features, optionally the images ``arr_0`` as uint8 [N,H,W,3] or precomputed
+``features`` [N,D]) or a folder of images, whose features are computed with a
+feature extractor (see :mod:`.inception`).
 """
 import os
 import os.path as osp
@@ -86,11 +87,14 @@ def feature_statistics(features: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class ReferenceData:
-    """Reference set: ``mu`` [D], ``sigma`` [D, D] (float64) and, when asked
-    for, the per-image ``features`` [N, D] (float32)."""
+    """Reference set: ``mu`` [D], ``sigma`` [D, D] (float64), when asked
+    for the per-image ``features`` [N, D] (float32) and the sFID statistics
+    ``mu_s`` [S], ``sigma_s`` [S, S]."""
     mu: np.ndarray
     sigma: np.ndarray
     features: Optional[np.ndarray] = None
+    mu_s: Optional[np.ndarray] = None
+    sigma_s: Optional[np.ndarray] = None
 
 
 def iter_npz_images(path: str, key: str = 'arr_0',
@@ -143,9 +147,26 @@ def iter_folder_images(folder: str,
 
 
 def _extract(extractor: LazyFeatureExtractor,
-             batches: Iterator[np.ndarray]) -> np.ndarray:
-    features = [extractor(uint8_nhwc_to_float(b))[0] for b in batches]
-    return np.concatenate(features).astype(np.float32)
+             batches: Iterator[np.ndarray]) -> Tuple[np.ndarray, ...]:
+    """Pool features [N, D] (and spatial features [N, S] when the extractor
+    gives them) of the image batches, float32."""
+    parts = [extractor(uint8_nhwc_to_float(b)) for b in batches]
+    out = [np.concatenate([p[0] for p in parts]).astype(np.float32)]
+    if len(parts[0]) > 2:
+        out.append(np.concatenate([p[2] for p in parts]).astype(np.float32))
+    return tuple(out)
+
+
+def _spatial_stats(path: str, data, extracted: Optional[tuple]
+                   ) -> Tuple[np.ndarray, np.ndarray]:
+    if data is not None and {'mu_s', 'sigma_s'} <= set(data.files):
+        return (np.asarray(data['mu_s'], dtype=np.float64),
+                np.asarray(data['sigma_s'], dtype=np.float64))
+    if extracted is None or len(extracted) < 2:
+        raise KeyError(f"reference '{path}' has no sFID statistics "
+                       "('mu_s', 'sigma_s') and no images 'arr_0' to compute "
+                       'them from')
+    return feature_statistics(extracted[1])
 
 
 def load_reference(path: str,
@@ -153,7 +174,8 @@ def load_reference(path: str,
                                             LazyFeatureExtractor] = None,
                    need_features: bool = False,
                    batch_size: int = 50,
-                   device: Optional[str] = None) -> ReferenceData:
+                   device: Optional[str] = None,
+                   need_spatial: bool = False) -> ReferenceData:
     """Load a reference set from an ADM ``.npz`` or an image folder.
 
     ``.npz``: ``mu``/``sigma`` are used when present; per-image features
@@ -163,15 +185,21 @@ def load_reference(path: str,
     their features extracted. ``feature_extractor`` (see
     :func:`.inception.build_feature_extractor`; None = FID Inception-v3; or
     a :class:`.inception.LazyFeatureExtractor`, reused as is) is built only
-    if images must be read.
+    if images must be read. ``need_spatial``: also the sFID statistics, from
+    ``mu_s`` / ``sigma_s`` or from the images' spatial features.
     """
     extractor = (feature_extractor
                  if isinstance(feature_extractor, LazyFeatureExtractor) else
-                 LazyFeatureExtractor(feature_extractor, batch_size, device))
+                 LazyFeatureExtractor(feature_extractor, batch_size, device,
+                                      spatial=need_spatial))
     if osp.isdir(path):
-        features = _extract(extractor, iter_folder_images(path, batch_size))
-        mu, sigma = feature_statistics(features)
-        return ReferenceData(mu, sigma, features if need_features else None)
+        extracted = _extract(extractor, iter_folder_images(path, batch_size))
+        mu, sigma = feature_statistics(extracted[0])
+        ref = ReferenceData(mu, sigma,
+                            extracted[0] if need_features else None)
+        if need_spatial:
+            ref.mu_s, ref.sigma_s = _spatial_stats(path, None, extracted)
+        return ref
     if not osp.isfile(path):
         raise FileNotFoundError(
             f"reference '{path}' does not exist: give an ADM reference batch "
@@ -183,13 +211,18 @@ def load_reference(path: str,
             missing = ({'mu', 'sigma'} - keys).pop()
             raise KeyError(f"reference '{path}' has no key '{missing}' "
                            f'(keys: {sorted(keys)})')
-        features = None
+        features, extracted = None, None
+        need_images = need_spatial and not {'mu_s', 'sigma_s'} <= keys
+        if need_images and 'arr_0' in keys:
+            extracted = _extract(extractor,
+                                 iter_npz_images(path, 'arr_0', batch_size))
         if need_features or not has_stats:
             if 'features' in keys:
                 features = np.asarray(data['features'], dtype=np.float32)
             elif 'arr_0' in keys:
-                features = _extract(
+                extracted = extracted or _extract(
                     extractor, iter_npz_images(path, 'arr_0', batch_size))
+                features = extracted[0]
             else:
                 wanted = ('per-image features' if has_stats else
                           'mu and sigma')
@@ -203,10 +236,13 @@ def load_reference(path: str,
             sigma = np.asarray(data['sigma'], dtype=np.float64)
         else:
             mu, sigma = feature_statistics(features)
+        spatial = (_spatial_stats(path, data, extracted) if need_spatial else
+                   (None, None))
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise ValueError(f"reference '{path}': mu must be [D] and sigma "
                          f'[D, D], got {mu.shape} and {sigma.shape}')
-    return ReferenceData(mu, sigma, features if need_features else None)
+    return ReferenceData(mu, sigma, features if need_features else None,
+                         *spatial)
 
 
 def load_reference_statistics(

@@ -1,13 +1,17 @@
 """Feature extractors for FID / IS / precision-recall.
 
 An extractor maps images [N, 3, H, W] float in [0, 1] to
-``(features [N, D], logits [N, K])``:
+``(features [N, D], logits [N, K])``, and built with ``spatial=True`` to
+``(features, logits, spatial [N, S])`` (the spatial features of sFID):
 
 - :class:`InceptionV3FeatureExtractor`: the FID Inception-v3 (TensorFlow
   "2015-12-05" graph, as used by the ADM suite and torch-fidelity), run
   through torch-fidelity's ``inception-v3-compat`` port; D = 2048 pool
   features, K = 1008 logits without the fc bias (what the IS of the ADM suite
-  and torch-fidelity use).
+  and torch-fidelity use); spatial: the ADM evaluator's ``mixed_6/conv``
+  (torch-fidelity's ``Mixed_6d.branch1x1``, after its ReLU), the first 7
+  channels of the 17x17 map flattened in TensorFlow's (h, w, c) order,
+  S = 2023.
 - :class:`RandomConvFeatureExtractor`: a tiny seeded random conv net for
   tests and the offline demo.
 
@@ -31,6 +35,17 @@ FeatureExtractorSpec = Union[None, dict, Callable]
 INCEPTION_WEIGHTS_FILE = 'weights-inception-2015-12-05-6726825d.pth'
 INCEPTION_WEIGHTS_URL = ('https://github.com/toshas/torch-fidelity/releases/'
                          f'download/v0.2.0/{INCEPTION_WEIGHTS_FILE}')
+
+
+#: channels of ``mixed_6/conv`` that the ADM evaluator keeps for sFID.
+SPATIAL_CHANNELS = 7
+
+
+def spatial_features(feature_map: torch.Tensor,
+                     channels: int = SPATIAL_CHANNELS) -> torch.Tensor:
+    """ADM's sFID features: [N, C, h, w] -> the first ``channels``
+    channels in (h, w, c) order, [N, h * w * channels] float32."""
+    return feature_map[:, :channels].permute(0, 2, 3, 1).flatten(1).float()
 
 
 class InceptionWeightsError(RuntimeError):
@@ -86,6 +101,10 @@ class InceptionV3FeatureExtractor(nn.Module):
         weights_path: local copy of ``weights-inception-2015-12-05-6726825d
             .pth``; None looks in the torch hub cache and downloads there.
         allow_download: whether a missing file may be downloaded.
+        spatial: also return the sFID features (see the module docstring).
+
+    Images are quantised to 8 bits by truncation, as the ADM / RAE samplers
+    write them (exact for images that came from uint8).
 
     Weights are read with ``torch.load(weights_only=True)`` and handed to
     torch-fidelity as an in-memory state dict (its own loader unpickles
@@ -96,8 +115,10 @@ class InceptionV3FeatureExtractor(nn.Module):
 
     def __init__(self,
                  weights_path: Optional[str] = None,
-                 allow_download: bool = True) -> None:
+                 allow_download: bool = True,
+                 spatial: bool = False) -> None:
         super().__init__()
+        self.spatial = spatial
         path = _resolve_weights(weights_path, allow_download)
         from torch_fidelity.feature_extractor_inceptionv3 import \
             FeatureExtractorInceptionV3  # slow import (torchvision)
@@ -112,13 +133,22 @@ class InceptionV3FeatureExtractor(nn.Module):
             feature_extractor_weights_path=buffer)
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """images [N, 3, H, W] in [0, 1] -> features [N, 2048], logits
-        [N, 1008]; torch-fidelity takes uint8 [0, 255] and resizes to 299."""
-        uint8 = (images.clamp(0, 1) * 255).round().to(torch.uint8)
-        features, logits = self.net(uint8)
-        return features, logits
+        [N, 1008] (and spatial [N, 2023]); torch-fidelity takes uint8
+        [0, 255] and resizes to 299."""
+        from decq_plugin.utils.images import to_uint8
+        uint8 = to_uint8(images)
+        if not self.spatial:
+            return tuple(self.net(uint8))
+        seen = {}
+        handle = self.net.Mixed_6d.branch1x1.register_forward_hook(
+            lambda module, args, out: seen.update(map=out))
+        try:
+            features, logits = self.net(uint8)
+        finally:
+            handle.remove()
+        return features, logits, spatial_features(seen['map'])
 
 
 @MODELS.register_module()
@@ -128,8 +158,10 @@ class RandomConvFeatureExtractor(nn.Module):
     Images are resized to ``input_size``, mapped to [-1, 1], passed through
     ``num_layers`` stride-2 3x3 convs with ReLU and average-pooled to
     features [N, feature_dim] (non-negative, like Inception's pool
-    features); a linear layer gives logits [N, num_classes]. Weights are
-    drawn from ``seed`` only (the global RNG is untouched).
+    features); a linear layer gives logits [N, num_classes]. With
+    ``spatial=True`` the last layer's map gives sFID-style spatial features
+    (:func:`spatial_features`). Weights are drawn from ``seed`` only (the
+    global RNG is untouched).
     """
 
     def __init__(self,
@@ -138,8 +170,10 @@ class RandomConvFeatureExtractor(nn.Module):
                  width: int = 16,
                  num_layers: int = 3,
                  input_size: int = 32,
-                 seed: int = 0) -> None:
+                 seed: int = 0,
+                 spatial: bool = False) -> None:
         super().__init__()
+        self.spatial = spatial
         for name, value in (('feature_dim', feature_dim),
                             ('num_classes', num_classes), ('width', width),
                             ('num_layers', num_layers),
@@ -165,24 +199,30 @@ class RandomConvFeatureExtractor(nn.Module):
         self.eval()
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """images [N, 3, H, W] in [0, 1] -> features [N, D], logits [N, K]."""
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """images [N, 3, H, W] in [0, 1] -> features [N, D], logits [N, K]
+        (and spatial [N, S])."""
         x = F.interpolate(images.float(), size=self.input_size,
                           mode='bilinear', align_corners=False) * 2 - 1
+        maps = []
         for conv in self.convs:
             x = F.relu(conv(x))
+            maps.append(x)
         features = x.mean(dim=(2, 3))
+        if self.spatial:
+            return features, self.head(features), spatial_features(maps[-1])
         return features, self.head(features)
 
 
-def build_feature_extractor(spec: FeatureExtractorSpec = None) -> Callable:
+def build_feature_extractor(spec: FeatureExtractorSpec = None,
+                            spatial: bool = False) -> Callable:
     """None -> :class:`InceptionV3FeatureExtractor`; a dict -> built from
-    ``MODELS``; a callable (e.g. an ``nn.Module``) is returned as is."""
+    ``MODELS`` (``spatial=True`` added when asked for); a callable (e.g. an
+    ``nn.Module``) is returned as is."""
     if spec is None:
-        return InceptionV3FeatureExtractor()
+        return InceptionV3FeatureExtractor(spatial=spatial)
     if isinstance(spec, dict):
-        return MODELS.build(spec)
+        return MODELS.build(dict(spec, spatial=True) if spatial else spec)
     if callable(spec):
         return spec
     raise TypeError('feature_extractor must be None, a config dict or a '
@@ -200,16 +240,19 @@ class LazyFeatureExtractor:
     in batches of ``batch_size``.
 
     Calling it with images [N, 3, H, W] in [0, 1] returns float32 numpy
-    ``(features [N, D], logits [N, K])``.
+    ``(features [N, D], logits [N, K])``, with ``spatial=True``
+    ``(features, logits, spatial [N, S])``.
     """
 
     def __init__(self,
                  spec: FeatureExtractorSpec = None,
                  batch_size: int = 50,
-                 device: Optional[str] = None) -> None:
+                 device: Optional[str] = None,
+                 spatial: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}')
         self.spec = spec
+        self.spatial = spatial
         self.batch_size = batch_size
         self.device = torch.device(device or (
             'cuda' if torch.cuda.is_available() else 'cpu'))
@@ -218,21 +261,25 @@ class LazyFeatureExtractor:
     @property
     def extractor(self) -> Callable:
         if self._extractor is None:
-            extractor = build_feature_extractor(self.spec)
+            extractor = build_feature_extractor(self.spec, self.spatial)
             if isinstance(extractor, nn.Module):
                 extractor = extractor.to(self.device).eval()
             self._extractor = extractor
         return self._extractor
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor
-                 ) -> Tuple[np.ndarray, np.ndarray]:
+    def __call__(self, images: torch.Tensor) -> Tuple[np.ndarray, ...]:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError('images must have shape [N, 3, H, W], got '
                              f'{tuple(images.shape)}')
-        features, logits = [], []
+        want = 3 if self.spatial else 2
+        parts = []
         for chunk in images.split(self.batch_size):
-            feats, lgts = self.extractor(chunk.to(self.device))
-            features.append(feats.float().cpu().numpy())
-            logits.append(lgts.float().cpu().numpy())
-        return np.concatenate(features), np.concatenate(logits)
+            out = self.extractor(chunk.to(self.device))
+            if len(out) < want:
+                raise ValueError(
+                    'the feature extractor gives no spatial features (sFID '
+                    'needs them): use one that returns (features, logits, '
+                    'spatial) when built with spatial=True')
+            parts.append([t.float().cpu().numpy() for t in out[:want]])
+        return tuple(np.concatenate(p) for p in zip(*parts))

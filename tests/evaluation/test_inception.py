@@ -1,4 +1,5 @@
 """Feature extractors: the FID Inception-v3 wrapper and the tiny one."""
+import numpy as np
 import pytest
 import torch
 
@@ -71,6 +72,35 @@ def test_inception_from_local_weights_file(empty_hub, tmp_path, monkeypatch):
     torch.testing.assert_close(logits, features @ model.net.fc.weight.T)
     # input is quantised to uint8 first: sub-level noise changes nothing
     assert torch.equal(features[0], features[1])
+
+
+def test_inception_spatial_features_are_adms_mixed_6_conv(
+        empty_hub, tmp_path, monkeypatch):
+    """ADM's sFID features: ``mixed_6/conv`` (torch-fidelity's
+    ``Mixed_6d.branch1x1``), 17x17, channels [:7] in TF's NHWC order."""
+    from torch_fidelity.interpolate_compat_tensorflow import \
+        interpolate_bilinear_2d_like_tensorflow1x
+    path = tmp_path / INCEPTION_WEIGHTS_FILE
+    _random_inception_weights(path, monkeypatch)
+    model = InceptionV3FeatureExtractor(weights_path=str(path), spatial=True)
+    images = torch.round(torch.rand(2, 3, 40, 40) * 255) / 255
+    features, logits, spatial = model(images)
+    assert spatial.shape == (2, 17 * 17 * 7)
+    net = model.net
+    with torch.no_grad():
+        x = interpolate_bilinear_2d_like_tensorflow1x(
+            torch.round(images * 255), size=(299, 299), align_corners=False)
+        x = (x - 128) / 128
+        for name in ('Conv2d_1a_3x3', 'Conv2d_2a_3x3', 'Conv2d_2b_3x3',
+                     'MaxPool_1', 'Conv2d_3b_1x1', 'Conv2d_4a_3x3',
+                     'MaxPool_2', 'Mixed_5b', 'Mixed_5c', 'Mixed_5d',
+                     'Mixed_6a', 'Mixed_6b', 'Mixed_6c'):
+            x = getattr(net, name)(x)
+        conv = net.Mixed_6d.branch1x1(x).numpy()  # [N, 192, 17, 17]
+    want = conv.transpose(0, 2, 3, 1)[..., :7].reshape(2, -1)
+    np.testing.assert_allclose(spatial.numpy(), want, rtol=1e-5, atol=1e-5)
+    plain = InceptionV3FeatureExtractor(weights_path=str(path))(images)
+    assert len(plain) == 2 and torch.equal(plain[0], features)
 
 
 def test_random_extractor_deterministic_and_shapes():

@@ -32,24 +32,48 @@ def skimage_crops(size: int = 48) -> torch.Tensor:
 
 
 def test_psnr_hand_computation_and_quantisation():
+    """RAE's PSNR on ADM/RAE 8-bit images: ``uint8(clip(x, 0, 1) * 255)``
+    (truncation), ``20 log10(1 / sqrt(max(mse, 1e-10)))``."""
     gen = torch.Generator().manual_seed(0)
     gt = torch.rand(2, 3, 8, 8, generator=gen)
     pred = (gt + 0.05 * torch.randn(2, 3, 8, 8, generator=gen)).clamp(0, 1)
+
+    def hand(a, b, level):
+        qa = level(np.clip(a.numpy().astype(np.float32), 0, 1) * 255) / 255
+        qb = level(np.clip(b.numpy().astype(np.float32), 0, 1) * 255) / 255
+        mse = max(np.mean((qa.astype(np.float64) - qb)**2), 1e-10)
+        return 20 * math.log10(1 / math.sqrt(mse))
+
+    def trunc(x):
+        return x.astype(np.uint8).astype(np.float64)
+
+    def nearest(x):
+        return np.round(x).astype(np.float64)
+
     for i in range(2):
-        q_pred = np.round(pred[i].double().numpy() * 255) / 255
-        q_gt = np.round(gt[i].double().numpy() * 255) / 255
-        mse = np.mean((q_pred - q_gt)**2)
         assert psnr(pred, gt)[i].item() == pytest.approx(
-            10 * math.log10(1 / mse), rel=1e-12)
-    # below half an 8-bit level: identical after quantisation -> inf
+            hand(pred[i], gt[i], trunc), rel=1e-12)
+        assert psnr(pred, gt, 'round')[i].item() == pytest.approx(
+            hand(pred[i], gt[i], nearest), rel=1e-12)
+    assert psnr(pred, gt)[0] != psnr(pred, gt, 'round')[0]
+    # Within one 8-bit level below: identical after truncation -> the MSE
+    # clamp (100 dB), never inf.
     q = quantize_8bit(gt)
-    assert torch.isinf(psnr(q + 1 / 600, q)).all()
+    assert torch.equal(psnr(q + 1 / 600, q), torch.full((2, ), 100.0,
+                                                        dtype=torch.float64))
     # one full level everywhere -> 20 log10(255)
-    assert psnr((q + 1 / 255).clamp(max=1), q.clamp(max=1 - 1 / 255))[0] \
+    assert psnr((q + 1.5 / 255).clamp(max=1), q.clamp(max=1 - 1 / 255))[0] \
         == pytest.approx(20 * math.log10(255), rel=1e-9)
     metric = PSNRMetric()
     result = run_metric(metric, pred, gt, batch_size=1)
     assert result['PSNR'] == pytest.approx(psnr(pred, gt).mean().item())
+    exact = run_metric(PSNRMetric(), gt, gt)
+    assert exact['PSNR'] == 100.0
+    rounded = run_metric(PSNRMetric(rounding='round'), pred, gt)
+    assert rounded['PSNR'] == pytest.approx(
+        psnr(pred, gt, 'round').mean().item())
+    with pytest.raises(ValueError, match='rounding'):
+        PSNRMetric(rounding='floor')
 
 
 def test_ssim_matches_skimage():

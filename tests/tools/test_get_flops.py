@@ -46,8 +46,10 @@ PIXELS = 2 * P * W * 16 * 16 * 3  # patch tokens -> 16x16x3 pixels
 
 
 def _decoder(queries: int) -> int:
+    """In-projections of patches and queries; the blocks also carry RAE's
+    CLS token (1 + P + Q tokens); pixels from the P patch tokens."""
     return (2 * (P + queries) * D * W +
-            4 * _vit_block(P + queries, W, MLP_DEC) + PIXELS)
+            4 * _vit_block(1 + P + queries, W, MLP_DEC) + PIXELS)
 
 
 def test_count_flops_counts_attention_on_meta():

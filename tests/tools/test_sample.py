@@ -95,15 +95,22 @@ def test_npz_round_trip_class_balance_and_seeds(setup, tmp_path):
     assert set(data) == {'arr_0', 'arr_1'}
     assert data['arr_0'].dtype == np.uint8
     assert data['arr_0'].shape == (N, IMAGE, IMAGE, 3) == result['shape']
-    assert data['arr_1'].tolist() == [0, 0, 1, 1, 2, 2]
+    # Class-balanced in RAE's seeded random order: randperm of the sorted
+    # pool with a generator seeded with --seed.
+    pool = torch.arange(NUM_CLASSES).repeat_interleave(PER_CLASS)
+    order = pool[torch.randperm(N, generator=torch.Generator().manual_seed(
+        5))].tolist()
+    assert data['arr_1'].tolist() == order != sorted(order)
     assert np.array_equal(data['arr_0'], pngs(tmp_path))
     assert len({a.tobytes() for a in data['arr_0']}) == N  # own noise each
-    # sample i is the model's sample of class i // 2 from noise seed 5 + i
+    # sample i is the model's sample of its class from noise seed 5 + i,
+    # truncated to 8 bits as ADM / RAE: (x.clamp(0, 1) * 255).to(uint8)
     model = setup['model']
     for i in (0, 3, 5):
         noise = model.make_noise(1, seeds=[5 + i])
-        image = tool.to_uint8(model.sample(torch.tensor([i // 2]), noise))
-        assert_same_images(image[0], data['arr_0'][i])
+        x = model.sample(torch.tensor([order[i]]), noise)
+        image = (x.clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1)
+        assert_same_images(image[0].numpy(), data['arr_0'][i])
     settings = json.loads((tmp_path / 'sampling.json').read_text())
     assert settings['seed'] == 5 and settings['classes'] == [0, 1, 2]
 
@@ -129,9 +136,22 @@ def test_batch_size_does_not_change_samples(setup, tmp_path):
     assert_same_images(pngs(tmp_path / 'b1'), pngs(tmp_path / 'b3'))
 
 
+def test_sorted_classes_and_rounding(setup, tmp_path):
+    run(setup, tmp_path / 'round', '--sorted-classes', '--rounding', 'round')
+    run(setup, tmp_path / 'trunc', '--sorted-classes')
+    rounded = load_npz(tmp_path / 'round' / 'samples.npz')
+    truncated = load_npz(tmp_path / 'trunc' / 'samples.npz')
+    assert rounded['arr_1'].tolist() == [0, 0, 1, 1, 2, 2]
+    diff = rounded['arr_0'].astype(int) - truncated['arr_0'].astype(int)
+    assert set(np.unique(diff)) <= {0, 1} and diff.mean() > 0.2
+    settings = json.loads((tmp_path / 'round' / 'sampling.json').read_text())
+    assert settings['class_order'] == 'sorted'
+    assert settings['rounding'] == 'round'
+
+
 def test_class_list_and_no_png(setup, tmp_path):
     run(setup, tmp_path, '--classes', '2', '0', '--no-png', '--npz',
-        str(tmp_path / 'out.npz'))
+        str(tmp_path / 'out.npz'), '--sorted-classes')
     data = load_npz(tmp_path / 'out.npz')
     assert data['arr_1'].tolist() == [2, 2, 0, 0]
     assert data['arr_0'].shape == (4, IMAGE, IMAGE, 3)

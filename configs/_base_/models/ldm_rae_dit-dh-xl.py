@@ -30,6 +30,8 @@ model = dict(
         shift=None,
         shift_dim='patch',
         query_weight=1.0),
-    # Euler ODE from t = 1 on 50 shifted points.
-    sampler=dict(type='EulerSampler', num_points=50),
+    # Euler ODE from t = 1 on RAE's 50 shifted points
+    # shift(1 - linspace(0, 0.999, 50)), ending at t = 0.0069 for a = 6.93;
+    # t_end=0.0 ends at t = 0 (the grid used here before).
+    sampler=dict(type='EulerSampler', num_points=50, t_end=0.001),
     guidance=None)

@@ -1,9 +1,14 @@
-"""Generation metrics: FID, Inception Score, precision and recall.
+"""Generation metrics: FID, sFID, Inception Score, precision and recall.
 
-Follows the ADM evaluation suite: FID against a reference batch's
-``mu``/``sigma``; IS = exp(E_x KL(p(y|x) || p(y))) over 10 contiguous splits
-from the logits (without fc bias); precision/recall with the k-NN manifold
-estimate of Kynkaanniemi et al. 2019 (k = 3) on the pool features.
+As the ADM evaluation suite (``evaluations/evaluator.py``) computes them:
+FID against a reference batch's ``mu``/``sigma``; sFID the same on the
+spatial features (``mixed_6/conv``, 7 channels) against ``mu_s``/
+``sigma_s``; IS = exp(E_x KL(p(y|x) || p(y))) from the logits (without fc
+bias) on consecutive splits of 5,000 samples in the order given (the last
+one shorter when N is not a multiple), the mean over splits; samples must
+therefore come in random class order (``ClassLabelDataset``'s default);
+precision/recall with the k-NN manifold estimate of Kynkaanniemi et al. 2019
+(k = 3) on the pool features.
 """
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -18,19 +23,22 @@ from ..inception import (FeatureExtractorSpec, LazyFeatureExtractor,
                          uint8_nhwc_to_float)
 from .reconstruction import stack_images
 
-METRIC_NAMES = ('fid', 'is', 'precision', 'recall')
+METRIC_NAMES = ('fid', 'is', 'precision', 'recall', 'sfid')
+#: ADM's split size of the Inception Score.
+IS_SPLIT_SIZE = 5000
 
 
 def inception_score(logits: np.ndarray,
-                    num_splits: int = 10) -> Tuple[float, float]:
-    """Mean and std over ``num_splits`` contiguous splits of
+                    split_size: int = IS_SPLIT_SIZE) -> Tuple[float, float]:
+    """Mean and std over the consecutive splits of ``split_size`` samples
+    (ADM: 5,000; the last split holds the rest) of
     exp(mean_x KL(p(y|x) || p(y))), with p(y|x) = softmax(logits [N, K])."""
     logits = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
-    if logits.dim() != 2 or logits.shape[0] < num_splits or num_splits < 1:
-        raise ValueError(f'need logits [N, K] with N >= num_splits '
-                         f'({num_splits}), got {tuple(logits.shape)}')
+    if logits.dim() != 2 or logits.shape[0] < 1 or split_size < 1:
+        raise ValueError(f'need logits [N, K] with N >= 1 and split_size '
+                         f'>= 1, got {tuple(logits.shape)} and {split_size}')
     scores = []
-    for part in torch.tensor_split(logits, num_splits):
+    for part in logits.split(split_size):
         log_p = torch.log_softmax(part, dim=1)
         log_p_y = torch.log(log_p.exp().mean(dim=0, keepdim=True))
         kl = (log_p.exp() * (log_p - log_p_y)).sum(dim=1).mean()
@@ -107,11 +115,13 @@ def compute_generation_metrics(features: np.ndarray,
                                logits: Optional[np.ndarray],
                                metrics: Sequence[str],
                                reference: Optional[ReferenceData],
-                               num_splits: int = 10,
+                               is_split_size: int = IS_SPLIT_SIZE,
                                k: int = 3,
-                               device: Optional[str] = None) -> dict:
-    """Metrics of samples with features [N, D] (and logits [N, K] for IS)
-    against ``reference``. Keys: FID, IS, IS_std, precision, recall."""
+                               device: Optional[str] = None,
+                               spatial: Optional[np.ndarray] = None) -> dict:
+    """Metrics of samples with features [N, D] (logits [N, K] for IS,
+    spatial features [N, S] for sFID) against ``reference``. Keys: FID,
+    sFID, IS, IS_std, precision, recall."""
     out: Dict[str, float] = {}
     if reference is not None and reference.mu.shape[0] != features.shape[1]:
         raise ValueError(
@@ -121,8 +131,14 @@ def compute_generation_metrics(features: np.ndarray,
     if 'fid' in metrics:
         out['FID'] = frechet_distance(*feature_statistics(features),
                                       reference.mu, reference.sigma)
+    if 'sfid' in metrics:
+        if spatial is None or reference.mu_s is None:
+            raise ValueError('sFID needs spatial features of the samples and '
+                             'the reference (mu_s / sigma_s)')
+        out['sFID'] = frechet_distance(*feature_statistics(spatial),
+                                       reference.mu_s, reference.sigma_s)
     if 'is' in metrics:
-        out['IS'], out['IS_std'] = inception_score(logits, num_splits)
+        out['IS'], out['IS_std'] = inception_score(logits, is_split_size)
     if 'precision' in metrics or 'recall' in metrics:
         precision, recall = precision_recall(features, reference.features, k,
                                              device=device)
@@ -135,23 +151,27 @@ def compute_generation_metrics(features: np.ndarray,
 
 @METRICS.register_module()
 class GenerationMetric(BaseMetric):
-    """FID / IS / precision / recall of generated images.
+    """FID / sFID / IS / precision / recall of generated images.
 
-    Reads ``data_samples`` items ``{'pred': Tensor[3, H, W] in [0, 1]}``.
+    Reads ``data_samples`` items ``{'pred': Tensor[3, H, W] in [0, 1]}``
+    (quantised to 8 bits by truncation, as the ``.npz`` of
+    ``tools/sample.py``, by the Inception extractor).
 
     Args:
-        metric_names: any subset of ``('fid', 'is', 'precision',
-            'recall')``. (Not ``metrics``: MMEngine's runner takes an
+        metric_names: any subset of ``('fid', 'is', 'precision', 'recall',
+            'sfid')``. (Not ``metrics``: MMEngine's runner takes an
             evaluator dict with a ``metrics`` key for an ``Evaluator``.)
-        reference: ADM reference ``.npz`` (``mu``, ``sigma``; images
-            ``arr_0`` or ``features`` for precision/recall) or an image
-            folder; required unless only 'is' is asked for.
+        reference: ADM reference ``.npz`` (``mu``, ``sigma``; ``mu_s``,
+            ``sigma_s`` for sFID; images ``arr_0`` or ``features`` for
+            precision/recall) or an image folder; required unless only 'is'
+            is asked for.
         feature_extractor: None (FID Inception-v3), a ``MODELS`` config dict
             or a callable images -> (features, logits).
         batch_size: extractor batch size.
         device: where the extractor and distances run (default: cuda if
             available).
-        num_splits: IS splits (10).
+        is_split_size: samples per IS split (ADM: 5,000), in the order the
+            samples come.
         k: neighbourhood size for precision/recall (3).
     """
     default_prefix: Optional[str] = None
@@ -162,7 +182,7 @@ class GenerationMetric(BaseMetric):
                  feature_extractor: FeatureExtractorSpec = None,
                  batch_size: int = 50,
                  device: Optional[str] = None,
-                 num_splits: int = 10,
+                 is_split_size: int = IS_SPLIT_SIZE,
                  k: int = 3,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
@@ -170,14 +190,15 @@ class GenerationMetric(BaseMetric):
         self.metrics = _check_metrics(metric_names)
         if reference is None and set(self.metrics) - {'is'}:
             raise ValueError(f'reference is required for {self.metrics}')
-        if num_splits < 1 or k < 1:
-            raise ValueError(f'num_splits and k must be >= 1, got '
-                             f'{num_splits} and {k}')
+        if is_split_size < 1 or k < 1:
+            raise ValueError(f'is_split_size and k must be >= 1, got '
+                             f'{is_split_size} and {k}')
         self.reference = reference
-        self.extractor = LazyFeatureExtractor(feature_extractor, batch_size,
-                                              device)
+        self.extractor = LazyFeatureExtractor(
+            feature_extractor, batch_size, device,
+            spatial='sfid' in self.metrics)
         self.device = device
-        self.num_splits = num_splits
+        self.is_split_size = is_split_size
         self.k = k
         self._reference_data: Optional[ReferenceData] = None
 
@@ -185,23 +206,28 @@ class GenerationMetric(BaseMetric):
         if self.reference is not None and self._reference_data is None:
             need = bool({'precision', 'recall'} & set(self.metrics))
             self._reference_data = load_reference(
-                self.reference, self.extractor, need_features=need)
+                self.reference, self.extractor, need_features=need,
+                need_spatial='sfid' in self.metrics)
         return self._reference_data
 
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
-        features, logits = self.extractor(stack_images(data_samples, 'pred'))
-        for feat, lgt in zip(features, logits):
+        out = self.extractor(stack_images(data_samples, 'pred'))
+        use_is, use_s = 'is' in self.metrics, 'sfid' in self.metrics
+        for i, feat in enumerate(out[0]):
             self.results.append(
-                dict(feat=feat, logits=lgt if 'is' in self.metrics else None))
+                dict(feat=feat, logits=out[1][i] if use_is else None,
+                     spatial=out[2][i] if use_s else None))
 
     def compute_metrics(self, results: List[dict]) -> dict:
         features = np.stack([r['feat'] for r in results])
         logits = (np.stack([r['logits'] for r in results])
                   if 'is' in self.metrics else None)
+        spatial = (np.stack([r['spatial'] for r in results])
+                   if 'sfid' in self.metrics else None)
         return compute_generation_metrics(features, logits, self.metrics,
                                           self._load_reference(),
-                                          self.num_splits, self.k,
-                                          self.device)
+                                          self.is_split_size, self.k,
+                                          self.device, spatial)
 
 
 def evaluate_samples_npz(npz_path: str,
@@ -210,23 +236,26 @@ def evaluate_samples_npz(npz_path: str,
                          metrics: Sequence[str] = METRIC_NAMES,
                          batch_size: int = 50,
                          device: Optional[str] = None,
-                         num_splits: int = 10,
+                         is_split_size: int = IS_SPLIT_SIZE,
                          k: int = 3) -> dict:
     """Metrics of the samples in an ADM-style ``.npz`` (``arr_0`` uint8
-    [N, H, W, 3]); arguments as in :class:`GenerationMetric`."""
+    [N, H, W, 3], in the order written); arguments as in
+    :class:`GenerationMetric`."""
     metrics = _check_metrics(metrics)
     if reference is None and set(metrics) - {'is'}:
         raise ValueError(f'reference is required for {metrics}')
-    extractor = LazyFeatureExtractor(feature_extractor, batch_size, device)
-    features, logits = [], []
-    for batch in iter_npz_images(npz_path, 'arr_0', batch_size):
-        feats, lgts = extractor(uint8_nhwc_to_float(batch))
-        features.append(feats)
-        logits.append(lgts)
+    spatial = 'sfid' in metrics
+    extractor = LazyFeatureExtractor(feature_extractor, batch_size, device,
+                                     spatial=spatial)
+    parts = [extractor(uint8_nhwc_to_float(batch))
+             for batch in iter_npz_images(npz_path, 'arr_0', batch_size)]
     ref = None
     if reference is not None:
         need = bool({'precision', 'recall'} & set(metrics))
-        ref = load_reference(reference, extractor, need_features=need)
-    return compute_generation_metrics(np.concatenate(features),
-                                      np.concatenate(logits), metrics, ref,
-                                      num_splits, k, device)
+        ref = load_reference(reference, extractor, need_features=need,
+                             need_spatial=spatial)
+    features, logits = (np.concatenate([p[i] for p in parts])
+                        for i in (0, 1))
+    return compute_generation_metrics(
+        features, logits, metrics, ref, is_split_size, k, device,
+        np.concatenate([p[2] for p in parts]) if spatial else None)

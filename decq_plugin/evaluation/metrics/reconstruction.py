@@ -1,5 +1,10 @@
 """Reconstruction metrics: PSNR, SSIM (8-bit quantised) and rFID.
 
+Images are quantised to 8 bits as the ADM and RAE samplers write them
+(truncation, :func:`decq_plugin.utils.images.to_uint8`; ``rounding='round'``
+selects the nearest level). PSNR clamps the MSE at 1e-10 as RAE does, so an
+exact reconstruction counts 100 dB instead of making the mean ``inf``.
+
 Each metric reads ``data_samples`` items ``{'pred': Tensor[3, H, W],
 'gt': Tensor[3, H, W]}`` (float in [0, 1]) and keeps one result per image,
 so mmengine's cross-rank collection drops the sampler's padding correctly.
@@ -12,6 +17,7 @@ import torch.nn.functional as F
 from mmengine.evaluator import BaseMetric
 
 from decq_plugin.registry import METRICS
+from decq_plugin.utils.images import to_uint8
 from ..fid import feature_statistics, frechet_distance
 from ..inception import FeatureExtractorSpec, LazyFeatureExtractor
 
@@ -29,17 +35,25 @@ def stack_images(data_samples: Sequence[dict], key: str) -> torch.Tensor:
     return images.detach().float().cpu()
 
 
-def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
-    """Clamp to [0, 1] and round to the 256 levels of an 8-bit image."""
-    return torch.round(images.clamp(0, 1) * 255) / 255
+#: RAE's floor on the per-image MSE of PSNR.
+MIN_MSE = 1e-10
 
 
-def psnr(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+def quantize_8bit(images: torch.Tensor,
+                  rounding: str = 'truncate') -> torch.Tensor:
+    """Clamp to [0, 1] and map to the 256 levels of an 8-bit image (as
+    float64 in [0, 1]); ``rounding`` as in :func:`to_uint8`."""
+    return to_uint8(images, rounding).double() / 255
+
+
+def psnr(pred: torch.Tensor, gt: torch.Tensor,
+         rounding: str = 'truncate') -> torch.Tensor:
     """Per-image PSNR [B] in dB of 8-bit quantised images [B, 3, H, W]
-    (peak 1); identical images give ``inf``."""
-    diff = quantize_8bit(pred.double()) - quantize_8bit(gt.double())
-    mse = diff.pow(2).flatten(1).mean(dim=1)
-    return 10 * torch.log10(1 / mse)  # mse == 0 -> inf
+    (peak 1), ``10 log10(1 / max(mse, 1e-10))`` (RAE's clamp: identical
+    images give 100 dB)."""
+    diff = quantize_8bit(pred, rounding) - quantize_8bit(gt, rounding)
+    mse = diff.pow(2).flatten(1).mean(dim=1).clamp_min(MIN_MSE)
+    return 10 * torch.log10(1 / mse)
 
 
 def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
@@ -51,7 +65,8 @@ def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
 def ssim(pred: torch.Tensor,
          gt: torch.Tensor,
          window_size: int = 11,
-         sigma: float = 1.5) -> torch.Tensor:
+         sigma: float = 1.5,
+         rounding: str = 'truncate') -> torch.Tensor:
     """Per-image SSIM [B] of 8-bit quantised images [B, 3, H, W].
 
     Wang et al. 2004: Gaussian window (``window_size``, ``sigma``), data
@@ -64,7 +79,8 @@ def ssim(pred: torch.Tensor,
     if min(pred.shape[-2:]) < window_size:
         raise ValueError(f'images must be at least {window_size} px, got '
                          f'{tuple(pred.shape[-2:])}')
-    x, y = quantize_8bit(pred.double()), quantize_8bit(gt.double())
+    x = quantize_8bit(pred, rounding).to(pred.device)
+    y = quantize_8bit(gt, rounding).to(pred.device)
     channels = x.shape[1]
     window = _gaussian_window(window_size, sigma).to(x.device)
     kernel_h = window.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
@@ -87,12 +103,24 @@ def ssim(pred: torch.Tensor,
 @METRICS.register_module()
 class PSNRMetric(BaseMetric):
     """PSNR ('PSNR', dB) per image on 8-bit quantised images, averaged over
-    images (an exact reconstruction contributes ``inf``)."""
+    images (MSE clamped at 1e-10 as RAE's).
+
+    Args:
+        rounding: 8-bit quantisation, 'truncate' (ADM / RAE) or 'round'.
+    """
     default_prefix: Optional[str] = None
+
+    def __init__(self,
+                 rounding: str = 'truncate',
+                 collect_device: str = 'cpu',
+                 prefix: Optional[str] = None) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        to_uint8(torch.zeros(1), rounding)  # checks the name
+        self.rounding = rounding
 
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         values = psnr(stack_images(data_samples, 'pred'),
-                      stack_images(data_samples, 'gt'))
+                      stack_images(data_samples, 'gt'), self.rounding)
         self.results.extend(values.tolist())
 
     def compute_metrics(self, results: List[float]) -> dict:
@@ -106,12 +134,14 @@ class SSIMMetric(BaseMetric):
     Args:
         window_size: side of the Gaussian window (11).
         sigma: its standard deviation (1.5).
+        rounding: 8-bit quantisation, 'truncate' (ADM / RAE) or 'round'.
     """
     default_prefix: Optional[str] = None
 
     def __init__(self,
                  window_size: int = 11,
                  sigma: float = 1.5,
+                 rounding: str = 'truncate',
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
@@ -120,13 +150,15 @@ class SSIMMetric(BaseMetric):
                 f'window_size must be a positive odd int, got {window_size}')
         if not sigma > 0:
             raise ValueError(f'sigma must be > 0, got {sigma}')
+        to_uint8(torch.zeros(1), rounding)  # checks the name
         self.window_size = window_size
         self.sigma = sigma
+        self.rounding = rounding
 
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         values = ssim(stack_images(data_samples, 'pred'),
                       stack_images(data_samples, 'gt'), self.window_size,
-                      self.sigma)
+                      self.sigma, self.rounding)
         self.results.extend(values.tolist())
 
     def compute_metrics(self, results: List[float]) -> dict:

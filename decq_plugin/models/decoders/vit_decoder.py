@@ -1,18 +1,26 @@
 """ViT pixel decoder: latent tokens -> image, at B / L / XL sizes.
 
-Patch latents ``[B,C,h,w]`` get a linear in-projection and a fixed 2D sin-cos
-position embedding. DecQ query latents ``[B,Q,Cq]`` get their own linear
-in-projection and learnable position embeddings. Both sequences go through
-pre-LN transformer blocks together; only the patch positions predict pixels
-(final LN, linear to ``p*p*3``, unpatchify).
+As RAE's decoder: patch latents ``[B,C,h,w]`` get a linear in-projection and
+a fixed 2D sin-cos position embedding, and a learned CLS token (position
+code zero) is put in front, so ``1 + h*w`` tokens run through the pre-LN
+transformer blocks (LayerNorm eps 1e-12). DecQ query latents ``[B,Q,Cq]``
+get their own linear in-projection and learnable position embeddings and
+are appended. Only the patch positions predict pixels (final LN, linear to
+``p*p*3``, unpatchify); the prediction is in ImageNet-normalised units and
+mapped back to [0, 1] pixels with the ImageNet mean/std.
+
+``cls_token=False, out_mean=None, out_std=None`` give the earlier form of
+this decoder (no CLS token, [0, 1] pixels predicted directly), which
+checkpoints written before the change need.
 """
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from decq_plugin.registry import MODELS
+from ..encoders.base import IMAGENET_MEAN, IMAGENET_STD
 from ..pos_embed import sincos_2d
 from ..transformer_layers import TransformerBlock
 
@@ -39,6 +47,12 @@ class ViTPixelDecoder(nn.Module):
         query_channels: channels of the query latents (default
             ``in_channels``).
         out_channels: image channels.
+        qkv_bias: bias on the attention's q / kv projections.
+        norm_eps: LayerNorm epsilon (RAE: 1e-12).
+        cls_token: prepend a learned CLS token (RAE: yes).
+        out_mean, out_std: per-channel statistics of the predicted pixels:
+            the output is ``prediction * out_std + out_mean`` (RAE: the
+            ImageNet ones); both None: the prediction is the image.
         grad_checkpointing: recompute block activations in backward.
     """
 
@@ -51,7 +65,10 @@ class ViTPixelDecoder(nn.Module):
                  query_channels: Optional[int] = None,
                  out_channels: int = 3,
                  qkv_bias: bool = True,
-                 norm_eps: float = 1e-6,
+                 norm_eps: float = 1e-12,
+                 cls_token: bool = True,
+                 out_mean: Optional[Sequence[float]] = IMAGENET_MEAN,
+                 out_std: Optional[Sequence[float]] = IMAGENET_STD,
                  grad_checkpointing: bool = False) -> None:
         super().__init__()
         if isinstance(arch, str):
@@ -64,6 +81,14 @@ class ViTPixelDecoder(nn.Module):
             raise ValueError(f'arch dict lacks {sorted(missing)}')
         if num_queries < 0:
             raise ValueError(f'num_queries={num_queries} must be >= 0')
+        if (out_mean is None) != (out_std is None):
+            raise ValueError('out_mean and out_std must both be given or '
+                             f'both be None, got {out_mean} and {out_std}')
+        if out_mean is not None and not (
+                len(out_mean) == len(out_std) == out_channels
+                and min(out_std) > 0):
+            raise ValueError(f'out_mean / out_std need {out_channels} values '
+                             f'(std > 0), got {out_mean} and {out_std}')
         width = arch['width']
         self.arch = dict(arch)
         self.grid_size = grid_size
@@ -76,6 +101,15 @@ class ViTPixelDecoder(nn.Module):
         self.register_buffer(
             'patch_pos', sincos_2d(width, grid_size, grid_size)[None],
             persistent=False)
+        self.cls_token = (nn.Parameter(torch.zeros(1, 1, width))
+                          if cls_token else None)
+        if out_mean is not None:
+            for name, value in (('out_mean', out_mean), ('out_std', out_std)):
+                self.register_buffer(
+                    name, torch.tensor(value, dtype=torch.float32).view(
+                        1, -1, 1, 1), persistent=False)
+        else:
+            self.out_mean = self.out_std = None
         if num_queries:
             self.query_in = nn.Linear(query_channels or in_channels, width)
             self.query_pos = nn.Parameter(torch.zeros(1, num_queries, width))
@@ -122,7 +156,10 @@ class ViTPixelDecoder(nn.Module):
                 f'this decoder expects {self.num_queries} query tokens, got '
                 f'{"none" if query is None else tuple(query.shape)}')
         x = self.patch_in(patch.flatten(2).transpose(1, 2)) + self.patch_pos
-        n = x.shape[1]
+        first, n = 0, x.shape[1]
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1)
+            first = 1
         if query is not None:
             q = self.query_in(query) + self.query_pos
             x = torch.cat([x, q], dim=1)
@@ -131,5 +168,7 @@ class ViTPixelDecoder(nn.Module):
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        x = self.head(self.norm(x[:, :n]))
-        return self.unpatchify(x)
+        x = self.unpatchify(self.head(self.norm(x[:, first:first + n])))
+        if self.out_mean is not None:
+            x = x * self.out_std.to(x.dtype) + self.out_mean.to(x.dtype)
+        return x

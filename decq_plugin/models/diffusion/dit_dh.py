@@ -58,8 +58,9 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from decq_plugin.registry import MODELS
+from ..pos_embed import sincos_2d
 from .layers import (AdaLNBlock, FinalNorm, LabelEmbedder, TimestepEmbedder,
-                     axial_rope_tables, sincos_pos_embed_2d)
+                     axial_rope_tables)
 
 ARCH_KEYS = ('body_width', 'body_depth', 'body_heads', 'head_width',
              'head_depth', 'head_heads')
@@ -179,7 +180,8 @@ class DiTDH(nn.Module):
         # Body.
         self.patch_in = nn.Linear(token_dim, body_w)
         self.register_buffer(
-            'pos_embed', sincos_pos_embed_2d(body_w, self.token_grid)[None],
+            'pos_embed',
+            sincos_2d(body_w, self.token_grid, self.token_grid)[None],
             persistent=False)
         self.body_blocks = nn.ModuleList([
             AdaLNBlock(body_w, cfg['body_heads'], mlp_ratio, qkv_bias)

@@ -129,12 +129,17 @@ def sample_train_time(batch: int,
 
 
 def sampling_grid(num_steps: int = 50, shift: float = 1.0,
-                  t_end: float = 0.0) -> Tensor:
+                  t_end: float = 0.001) -> Tensor:
     """Shifted time points [num_steps + 1] float32, from 1 down to
-    ``shift_time(t_end, shift)``, evenly spaced before the shift."""
+    ``shift_time(t_end, shift)``, evenly spaced before the shift.
+
+    RAE's grid: ``shift(1 - linspace(0, 1 - t_end, num_steps + 1))`` with
+    ``t_end = 0.001`` (its last point is 0.0069 for a = 6.93); ``t_end = 0``
+    ends at clean data."""
     if num_steps <= 0:
         raise ValueError(f'num_steps must be positive, got {num_steps}')
     if not 0.0 <= t_end < 1.0:
         raise ValueError(f't_end must be in [0, 1), got {t_end}')
-    t = torch.linspace(1.0, t_end, num_steps + 1, dtype=torch.float64)
+    t = 1.0 - torch.linspace(0.0, 1.0 - t_end, num_steps + 1,
+                             dtype=torch.float64)
     return shift_time(t, shift).float()

@@ -1,5 +1,6 @@
 """Building blocks of DiT-DH: norms, SwiGLU, 2D axial RoPE, adaLN blocks and
-the timestep / class-label embedders.
+the timestep / class-label embedders (the 2-D sin-cos table lives in
+:mod:`decq_plugin.models.pos_embed`).
 
 Shapes: ``B`` batch, ``N`` tokens, ``D`` width, ``H`` heads, ``d`` head dim.
 """
@@ -58,37 +59,16 @@ class SwiGLU(nn.Module):
         return self.w_out(F.silu(a) * b)
 
 
-def sincos_pos_embed_2d(dim: int, grid: int) -> Tensor:
-    """Fixed 2D sin-cos position embedding, [grid * grid, dim] float32.
-
-    Tokens are in row-major order. The first half of the channels encodes
-    the row, the second half the column, each as ``[sin | cos]`` of
-    ``pos / 10000 ** (k / (dim / 4))`` for ``k < dim / 4``.
-    """
-    if dim % 4 != 0:
-        raise ValueError(f'dim must be divisible by 4, got {dim}')
-    quarter = dim // 4
-    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) /
-                            quarter)
-    pos = torch.arange(grid, dtype=torch.float64)
-    rows, cols = torch.meshgrid(pos, pos, indexing='ij')
-
-    def encode(p: Tensor) -> Tensor:
-        angle = p.reshape(-1, 1) * omega
-        return torch.cat([angle.sin(), angle.cos()], dim=1)
-
-    return torch.cat([encode(rows), encode(cols)], dim=1).float()
-
-
 def axial_rope_tables(head_dim: int, grid: int, num_extra: int = 0,
                       theta: float = 10000.0) -> tuple:
     """Cosine/sine tables of 2D axial RoPE, each [grid*grid + num_extra, d].
 
-    The first half of a head's channels rotates with the token's row, the
-    second half with its column; within each half, channel ``i`` pairs with
-    channel ``i + d/4`` at frequency ``theta ** (-i / (d/4))``. The
-    ``num_extra`` tokens appended after the grid (query tokens) get the
-    identity rotation (cos 1, sin 0).
+    Layout of EVA / LightningDiT / RAE: the first half of a head's channels
+    rotates with the token's row, the second half with its column; within
+    each half the neighbouring channels ``(2k, 2k + 1)`` form a rotated pair
+    at frequency ``theta ** (-k / (d/4))``. The ``num_extra`` tokens
+    appended after the grid (query tokens) get the identity rotation
+    (cos 1, sin 0).
     """
     if head_dim % 4 != 0:
         raise ValueError(
@@ -97,9 +77,9 @@ def axial_rope_tables(head_dim: int, grid: int, num_extra: int = 0,
     freqs = theta ** (-torch.arange(quarter, dtype=torch.float64) / quarter)
     pos = torch.arange(grid, dtype=torch.float64)
     rows, cols = torch.meshgrid(pos, pos, indexing='ij')
-    row_angle = rows.reshape(-1, 1) * freqs
-    col_angle = cols.reshape(-1, 1) * freqs
-    angle = torch.cat([row_angle, row_angle, col_angle, col_angle], dim=1)
+    row_angle = (rows.reshape(-1, 1) * freqs).repeat_interleave(2, dim=1)
+    col_angle = (cols.reshape(-1, 1) * freqs).repeat_interleave(2, dim=1)
+    angle = torch.cat([row_angle, col_angle], dim=1)
     extra = torch.zeros(num_extra, head_dim, dtype=torch.float64)
     angle = torch.cat([angle, extra], dim=0)
     return angle.cos().float(), angle.sin().float()
@@ -108,11 +88,11 @@ def axial_rope_tables(head_dim: int, grid: int, num_extra: int = 0,
 def rotate_pairs(x: Tensor) -> Tensor:
     """The 90-degree partner of :func:`apply_rope`: [..., d] -> [..., d].
 
-    With ``x = [a1, b1, a2, b2]`` (four quarters) it returns
-    ``[-b1, a1, -b2, a2]``.
+    Each neighbouring pair ``(x[2k], x[2k+1])`` becomes
+    ``(-x[2k+1], x[2k])``.
     """
-    a1, b1, a2, b2 = x.chunk(4, dim=-1)
-    return torch.cat([-b1, a1, -b2, a2], dim=-1)
+    pairs = x.unflatten(-1, (-1, 2))
+    return torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

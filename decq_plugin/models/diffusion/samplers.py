@@ -254,7 +254,9 @@ class ODESampler:
         shift: time-shift factor a; None computes ``sqrt(D / base_dim)``
             from the noise like training does (see ``shift_dim``), unless a
             shift is passed to ``__call__``.
-        t_end: last time before the shift (0: clean data).
+        t_end: last time before the shift. RAE's grid (default): 0.001,
+            i.e. ``shift(1 - linspace(0, 0.999, num_points))``, ending at
+            t = 0.0069 for a = 6.93; 0 ends at clean data.
         shift_dim: 'patch' (D = C*h*w, as ``FlowMatchingLoss``'s default) or
             'all' (+ Q*C).
         base_dim: reference dimension of the shift.
@@ -264,7 +266,7 @@ class ODESampler:
     evals_per_step = 1
 
     def __init__(self, num_points: int = 50, shift: Optional[float] = None,
-                 t_end: float = 0.0, shift_dim: str = 'patch',
+                 t_end: float = 0.001, shift_dim: str = 'patch',
                  base_dim: int = 4096) -> None:
         if not isinstance(num_points, int) or num_points < 2:
             raise ValueError(

@@ -7,6 +7,9 @@ plain tensors, loaded with ``weights_only=True``::
      'query_mean': [Q,C],   'query_var': [Q,C],     # DecQ only
      'count': [] (images seen)}
 
+RAE's statistics files (``{'mean': [C,h,w], 'var': [C,h,w]}``, as RAE's
+``calculate_stat.py`` writes them) load too, as the patch statistics.
+
 ``normalise(z) = (z - mean) / sqrt(var + eps)`` per latent type.
 """
 import os
@@ -20,6 +23,17 @@ Latents = Dict[str, torch.Tensor]
 
 class LatentStatsError(ValueError):
     """A statistics file is missing or does not fit the tokenizer."""
+
+
+def rae_stats_as_patch_stats(stats: Dict[str, torch.Tensor]
+                             ) -> Dict[str, torch.Tensor]:
+    """``stats`` with RAE's ``mean`` / ``var`` renamed ``patch_mean`` /
+    ``patch_var`` (unchanged when it already has patch statistics)."""
+    if 'patch_mean' in stats or not {'mean', 'var'} <= set(stats):
+        return dict(stats)
+    out = {k: v for k, v in stats.items() if k not in ('mean', 'var')}
+    out['patch_mean'], out['patch_var'] = stats['mean'], stats['var']
+    return out
 
 
 class LatentNormalizer(nn.Module):
@@ -61,7 +75,10 @@ class LatentNormalizer(nn.Module):
 
     def set_stats(self, stats: Dict[str, torch.Tensor],
                   source: str = 'stats') -> None:
-        """Copy ``{key}_mean`` / ``{key}_var`` tensors into the buffers."""
+        """Copy ``{key}_mean`` / ``{key}_var`` tensors into the buffers
+        (RAE's ``mean`` / ``var`` stand for ``patch_mean`` / ``patch_var``;
+        a leading batch dimension of 1 is dropped)."""
+        stats = rae_stats_as_patch_stats(stats)
         for key, shape in self.shapes.items():
             for part in ('mean', 'var'):
                 name = f'{key}_{part}'
@@ -69,6 +86,8 @@ class LatentNormalizer(nn.Module):
                     raise LatentStatsError(f"{source} has no '{name}' "
                                            f'(keys: {sorted(stats)})')
                 value = torch.as_tensor(stats[name], dtype=torch.float32)
+                if value.dim() == len(shape) + 1 and value.shape[0] == 1:
+                    value = value[0]
                 if tuple(value.shape) != shape:
                     raise LatentStatsError(
                         f"{source}: '{name}' has shape {tuple(value.shape)}, "

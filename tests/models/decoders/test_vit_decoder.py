@@ -35,14 +35,15 @@ def _expected_params(width: int, depth: int, mlp: int, in_channels: int = 768,
 
     Block: attention q (w^2+w), kv (2w^2+2w), proj (w^2+w); MLP
     (w*mlp+mlp + mlp*w+w); two LayerNorms (4w). Plus the patch in-projection,
-    the final LN and the pixel head; the sin-cos position embedding is a
-    buffer. DecQ adds a query in-projection and learnable query positions.
+    the final LN, the pixel head and RAE's learned CLS token (w); the sin-cos
+    position embedding is a buffer. DecQ adds a query in-projection and
+    learnable query positions.
     """
     block = 4 * width * width + 4 * width + 2 * width * mlp + mlp + width \
         + 4 * width
     out = patch * patch * 3
     total = depth * block + (in_channels * width + width) + 2 * width \
-        + (width * out + out)
+        + (width * out + out) + width
     if num_queries:
         total += query_channels * width + width + num_queries * width
     return total
@@ -112,7 +113,55 @@ def test_only_patch_positions_predict_pixels():
     # Unpatchify: head output [B, h*w, (p p c)] -> image [B, c, h*p, w*p].
     expected = rearrange(seen['out'], 'b (h w) (p q c) -> b c (h p) (w q)',
                          h=4, w=4, p=8, q=8, c=3)
-    assert torch.equal(image, expected)
+    # RAE's output parametrisation: ImageNet-normalised pixels mapped back.
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(image, expected * std + mean)
+
+
+def test_cls_token_runs_through_the_blocks_as_rae():
+    dec = _decoder(num_queries=3)
+    assert dec.cls_token.shape == (1, 1, 32)
+    assert 'cls_token' in dec.state_dict()
+    assert torch.equal(dec.cls_token, torch.zeros(1, 1, 32))  # as RAE
+    assert dec.norm.eps == 1e-12 and dec.blocks[0].norm1.eps == 1e-12
+    seen = {}
+    handle = dec.blocks[0].register_forward_hook(
+        lambda m, args, out: seen.update(inp=args[0]))
+    patch, query = _latents(q=3)
+    with torch.no_grad():
+        dec.cls_token.normal_()
+        out = dec(patch, query)
+    handle.remove()
+    # [CLS ; 16 patches ; 3 queries]; the CLS token carries no position code.
+    assert seen['inp'].shape == (2, 1 + 16 + 3, 32)
+    torch.testing.assert_close(seen['inp'][:, 0], dec.cls_token[0].expand(
+        2, -1))
+    # It is attended to: changing it changes the pixels.
+    with torch.no_grad():
+        dec.cls_token.normal_()
+    assert not torch.allclose(dec(patch, query), out, atol=1e-4)
+
+
+def test_zero_head_predicts_the_mean_image():
+    dec = _decoder()
+    with torch.no_grad():
+        dec.head.weight.zero_()
+        dec.head.bias.zero_()
+    out = dec(_latents()[0])
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    torch.testing.assert_close(out, mean.expand_as(out))
+
+
+def test_earlier_form_behind_options():
+    dec = _decoder(cls_token=False, out_mean=None, out_std=None)
+    assert dec.cls_token is None and 'cls_token' not in dec.state_dict()
+    with torch.no_grad():
+        dec.head.weight.zero_()
+        dec.head.bias.fill_(0.25)
+    assert torch.equal(dec(_latents()[0]), torch.full((2, 3, 32, 32), 0.25))
+    with pytest.raises(ValueError, match='out_mean'):
+        _decoder(out_std=None)
 
 
 def test_patch_position_embedding_is_fixed_sincos():

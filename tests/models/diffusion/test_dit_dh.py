@@ -1,11 +1,12 @@
 """Tests of the DiT-DH denoiser (RAE and DecQ modes) and its layers."""
+import numpy as np
 import pytest
 import torch
 
 from decq_plugin.models.diffusion.dit_dh import DITDH_ARCHS, DiTDH
 from decq_plugin.models.diffusion.layers import (LabelEmbedder, apply_rope,
-                                                 axial_rope_tables,
-                                                 sincos_pos_embed_2d)
+                                                 axial_rope_tables)
+from decq_plugin.models.pos_embed import sincos_2d
 from decq_plugin.registry import MODELS
 
 TINY = dict(body_width=32, body_depth=2, body_heads=2,
@@ -143,9 +144,49 @@ def test_model_rope_buffers_leave_queries_unrotated():
 
 
 def test_sincos_pos_embed_distinct_rows():
-    pe = sincos_pos_embed_2d(32, G)
+    pe = sincos_2d(32, G, G)
     assert pe.shape == (G * G, 32)
     assert torch.cdist(pe, pe).add(torch.eye(G * G)).min() > 1e-3
+
+
+def test_sincos_table_is_the_dit_mae_layout():
+    """Hand computation of the DiT / MAE / RAE table: token ``i * G + j``
+    (row i, column j) holds ``[sin(j w), cos(j w), sin(i w), cos(i w)]``
+    with ``w_k = 10000 ** (-k / (dim / 4))`` -- the column code first."""
+    dim, grid = 16, 5
+    w = 1.0 / 10000 ** (np.arange(dim // 4) / (dim / 4))
+    table = np.zeros((grid * grid, dim))
+    for i in range(grid):
+        for j in range(grid):
+            table[i * grid + j] = np.concatenate(
+                [np.sin(j * w), np.cos(j * w), np.sin(i * w), np.cos(i * w)])
+    np.testing.assert_allclose(sincos_2d(dim, grid, grid).numpy(), table,
+                               atol=1e-6)
+    model = tiny()
+    np.testing.assert_allclose(model.pos_embed[0].numpy(),
+                               sincos_2d(32, G, G).numpy())
+
+
+def test_rope_rotates_neighbouring_pairs_as_eva():
+    """Hand computation of EVA / LightningDiT / RAE RoPE for one token at
+    (row i, col j): channel pairs (2k, 2k+1) of the first half turn by
+    ``i f_k``, those of the second half by ``j f_k``, ``f_k = 10000 **
+    (-k / (d/4))``."""
+    d, grid, i, j = 16, G, 2, 3
+    f = 10000.0 ** (-np.arange(d // 4) / (d // 4))
+    x = np.random.default_rng(0).standard_normal(d)
+    want = x.copy()
+    for half, pos in ((0, i), (1, j)):
+        for k in range(d // 4):
+            a, b = half * d // 2 + 2 * k, half * d // 2 + 2 * k + 1
+            c, s = np.cos(pos * f[k]), np.sin(pos * f[k])
+            want[a] = x[a] * c - x[b] * s
+            want[b] = x[a] * s + x[b] * c
+    cos, sin = axial_rope_tables(d, grid)
+    n = i * grid + j
+    got = apply_rope(torch.tensor(x, dtype=torch.float32)[None, None, None],
+                     cos[n:n + 1], sin[n:n + 1])
+    np.testing.assert_allclose(got.flatten().numpy(), want, atol=1e-5)
 
 
 def test_joint_attention_is_global():

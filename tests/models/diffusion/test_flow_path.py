@@ -130,7 +130,7 @@ def test_uniform_times_and_reproducibility():
 
 
 def test_sampling_grid():
-    grid = sampling_grid(50, shift=1.0)
+    grid = sampling_grid(50, shift=1.0, t_end=0.0)
     assert grid.shape == (51,) and grid.dtype == torch.float32
     torch.testing.assert_close(grid, torch.linspace(1, 0, 51))
     a = dimension_shift(256 * 768)

@@ -1,6 +1,7 @@
 """Samplers and guidance on toy problems with an exact velocity field."""
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -72,7 +73,8 @@ def endpoint_error(out, z, y):
                                                     (HeunSampler, 1e-3)])
 def test_maps_noise_to_target_distribution(sampler_cls, max_error):
     z, y = noise(), labels()
-    out = sampler_cls(num_points=100, shift=1.0)(GaussianFlow(), z, y)
+    out = sampler_cls(num_points=100, shift=1.0, t_end=0.0)(GaussianFlow(),
+                                                            z, y)
     assert set(out) == {'patch', 'query'}
     assert out['patch'].shape == z['patch'].shape
     assert out['query'].shape == z['query'].shape
@@ -94,7 +96,7 @@ def test_heun_is_more_accurate_than_euler_at_few_steps():
     z, y = noise(512), labels(512)
     errors = {}
     for cls in (EulerSampler, HeunSampler):
-        errors[cls] = [endpoint_error(cls(num_points=n, shift=1.0)(
+        errors[cls] = [endpoint_error(cls(num_points=n, shift=1.0, t_end=0.0)(
             GaussianFlow(), z, y), z, y) for n in (5, 9)]
     euler, heun = errors[EulerSampler], errors[HeunSampler]
     assert heun[0] < euler[0] / 3 and heun[1] < euler[1] / 3
@@ -107,7 +109,7 @@ def test_heun_is_more_accurate_than_euler_at_few_steps():
 def test_shifted_grid_and_times_passed_to_the_model():
     z, y = noise(4), labels(4)
     shift = dimension_shift(4, 4096)  # patch latent: 1 * 2 * 2 elements
-    sampler = EulerSampler(num_points=5)
+    sampler = EulerSampler(num_points=5, t_end=0.0)
     grid = sampler.time_grid(z)
     assert grid.shape == (5, )
     assert grid[0].item() == 1.0 and grid[-1].item() == 0.0
@@ -122,7 +124,7 @@ def test_shifted_grid_and_times_passed_to_the_model():
     assert all(torch.equal(c['y'], y) for c in flow.calls)
     # Heun: two evaluations per step, the second at the next time point.
     flow = GaussianFlow()
-    HeunSampler(num_points=5)(flow, z, y)
+    HeunSampler(num_points=5, t_end=0.0)(flow, z, y)
     assert len(flow.calls) == 8
     assert torch.allclose(flow.calls[1]['t'][0], grid[1].double())
 
@@ -141,6 +143,20 @@ def test_shift_resolution_order():
     grid = EulerSampler(num_points=3, shift=2.0, t_end=0.1).time_grid(z)
     assert grid[-1].item() == pytest.approx(2 * 0.1 / (1 + 0.1))
     assert grid[1].item() == pytest.approx(2 * 0.55 / (1 + 0.55))
+
+
+def test_default_grid_is_raes():
+    """RAE: ``t = 1 - linspace(0, 0.999, 50)`` then ``a t / (1 + (a-1) t)``
+    with a = sqrt(16*16*768 / 4096); it ends at t = 0.0069, not 0."""
+    big = {'patch': torch.empty(1, 768, 16, 16, device='meta')}
+    a = np.sqrt(16 * 16 * 768 / 4096)
+    t = 1 - np.linspace(0, 0.999, 50)
+    want = a * t / (1 + (a - 1) * t)
+    grid = EulerSampler().time_grid(big)
+    np.testing.assert_allclose(grid.numpy(), want, rtol=1e-6)
+    assert grid[-1].item() == pytest.approx(0.0069, abs=1e-4)
+    old = EulerSampler(t_end=0.0).time_grid(big)
+    assert old[-1].item() == 0.0 and old[0].item() == 1.0
 
 
 def test_deterministic_given_the_noise():

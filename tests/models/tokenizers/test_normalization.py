@@ -176,3 +176,23 @@ def test_checkpoint_carries_the_stats(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.allclose(a['patch'], tok.encode(images,
                                                      normalize=False)['patch'])
+
+
+@pytest.mark.parametrize('batch_dim', [False, True])
+def test_rae_stats_file_loads_as_patch_stats(tmp_path, batch_dim):
+    """RAE's ``calculate_stat.py`` writes ``{'mean', 'var'}`` [C, h, w]:
+    they normalise the patch latents, ``(z - mean) / sqrt(var + 1e-5)``."""
+    shapes = {'patch': SHAPES['patch']}
+    gen = torch.Generator().manual_seed(3)
+    mean = torch.randn(SHAPES['patch'], generator=gen)
+    var = torch.rand(SHAPES['patch'], generator=gen) + 0.5
+    path = str(tmp_path / 'stat.pt')
+    torch.save({'mean': mean[None] if batch_dim else mean,
+                'var': var[None] if batch_dim else var}, path)
+    norm = LatentNormalizer(shapes, path, eps=EPS)
+    z = _latents()['patch']
+    torch.testing.assert_close(norm.normalize({'patch': z})['patch'],
+                               (z - mean) / torch.sqrt(var + EPS))
+    # A DecQ tokenizer also needs query statistics, which RAE's file lacks.
+    with pytest.raises(LatentStatsError, match='query_mean'):
+        LatentNormalizer(SHAPES, path)
