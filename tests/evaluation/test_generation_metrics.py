@@ -103,7 +103,7 @@ def test_sfid_is_adms_frechet_distance_of_spatial_features(
         f, lg, sp = net(images)
         return f, lg, sp[:, keep]
 
-    metric = GenerationMetric(metrics=('sfid', ), reference=str(ref),
+    metric = GenerationMetric(metric_names=('sfid', ), reference=str(ref),
                               feature_extractor=first12, device='cpu')
     metric.process({}, _samples(fake_images))
     got = metric.evaluate(30)['sFID']

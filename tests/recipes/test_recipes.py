@@ -61,7 +61,7 @@ def _scalars(work_dir: str) -> list:
 
 
 GENERATION_KEYS = dict(fid='FID', is_='IS', precision='precision',
-                       recall='recall')
+                       recall='recall', sfid='sFID')
 RECONSTRUCTION_KEYS = dict(PSNRMetric='PSNR', SSIMMetric='SSIM',
                            ReconstructionFIDMetric='rFID')
 
