@@ -108,10 +108,12 @@ def _guided(main: Latents, weak: Latents, scale: float,
             inside: Tensor) -> Latents:
     """``weak + s (main - weak)`` where ``inside`` [B], else ``main``.
 
-    Written as ``main + (s - 1)(main - weak)``: exactly ``main`` at s = 1."""
+    Written as ``main + (s - 1)(main - weak)``: exactly ``main`` at s = 1.
+    Computed in float32 (the velocities may come out of a bf16 network)."""
     out = {}
     for key, m in main.items():
-        g = m + (scale - 1.0) * (m - weak[key])
+        m = m.float()
+        g = m + (scale - 1.0) * (m - weak[key].float())
         mask = inside.view(-1, *([1] * (m.dim() - 1)))
         out[key] = torch.where(mask, g, m)
     return out
