@@ -2,7 +2,8 @@
 
     python tools/sample.py CONFIG CHECKPOINT --out-dir DIR \
         [--num-per-class 50] [--classes 0 1 ...] [--batch-size 64] \
-        [--seed 0] [--num-steps 49] [--guidance-scale 1.5] [--no-png]
+        [--seed 0] [--num-steps 49] [--guidance-scale 1.5] [--no-png] \
+        [--precision {fp32,tf32,bf16}] [--compile]
     torchrun --nproc_per_node 8 tools/sample.py ... --launcher pytorch
 
 ``num_per_class`` samples of each class (default classes ``0 ..
@@ -32,6 +33,10 @@ statistics, an autoguidance guide, a ``decode_with`` decoder) are taken from
 it, so the config's separate files for them are not read; parts it lacks
 (e.g. the guide of an autoguidance config) are built from the config's files.
 
+Precision: ``--precision`` (default bf16 autocast on GPUs with native bf16,
+fp32 elsewhere; the ODE state stays float32); ``--compile`` compiles the
+denoiser and decoder blocks (``decq_plugin.apis.precision``).
+
 ``--metrics --reference REF`` then computes FID/sFID/IS/precision/recall of
 the ``.npz``, as the ADM evaluator does (``decq_plugin.evaluation.metrics.generation.evaluate_samples_npz``).
 """
@@ -55,6 +60,9 @@ from tqdm import tqdm
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from decq_plugin.apis import build_model_from_config  # noqa: E402
+from decq_plugin.apis.precision import (  # noqa: E402
+    INFERENCE_PRECISIONS, default_inference_precision, inference_precision,
+    prepare_inference)
 from decq_plugin.datasets.class_labels import ClassLabelDataset  # noqa: E402
 from decq_plugin.engine.checkpoint import (  # noqa: E402
     CheckpointFormatError, StateDictMismatchError, safe_load_checkpoint)
@@ -118,6 +126,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='MODELS type of the feature extractor (default '
                         'InceptionV3FeatureExtractor)')
     parser.add_argument('--device', default=None)
+    parser.add_argument('--precision', choices=INFERENCE_PRECISIONS,
+                        default=None, help='default: bf16 on GPUs with '
+                        'native bf16, else fp32')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the denoiser and decoder blocks')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'],
                         default='none')
@@ -389,6 +402,8 @@ def main(argv=None) -> dict:
     load_sampling_weights(model, state, from_files, args.checkpoint)
     del state
     model = model.to(device).eval()
+    precision = args.precision or default_inference_precision(device)
+    prepare_inference(model, args.compile)
 
     if args.classes is not None:
         classes = list(args.classes)
@@ -411,20 +426,21 @@ def main(argv=None) -> dict:
         rounding=args.rounding,
         image_size=model.image_size, sampler=repr(model.sampler),
         guidance=describe_guidance(model.guidance),
-        cfg_options=args.cfg_options or {})
+        cfg_options=args.cfg_options or {}, precision=precision)
     check_settings(args.out_dir, settings, write=rank == 0)
     barrier()
 
     sample_dir = osp.join(args.out_dir, 'samples')
     tic = time.time()
-    made = sample_rank(model, labels, sample_dir, rank=rank,
-                       world_size=world_size, batch_size=args.batch_size,
-                       device=device, progress=rank == 0,
-                       rounding=args.rounding)
+    with inference_precision(precision, device):
+        made = sample_rank(model, labels, sample_dir, rank=rank,
+                           world_size=world_size,
+                           batch_size=args.batch_size, device=device,
+                           progress=rank == 0, rounding=args.rounding)
     seconds = time.time() - tic
     barrier()
     result = dict(num_samples=len(labels), made_by_rank0=made,
-                  seconds=seconds)
+                  seconds=seconds, precision=precision)
     if rank != 0:
         return result
     all_labels = labels.labels

@@ -1,8 +1,15 @@
 """Train a model from a config file.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [--amp]
-        [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
+        [--amp-dtype {bfloat16,float16}] [--precision {fp32,tf32,bf16,fp16}]
+        [--compile] [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
         [--launcher {none,pytorch,slurm,mpi}]
+
+Precision: ``--precision``, else ``--amp`` (bf16 autocast; fp16 with loss
+scaling when ``--amp-dtype float16``), else the config's ``precision`` key.
+On a machine without CUDA every run is float32. ``--compile`` (or
+``--cfg-options compile=True``) compiles the model's heavy regions (the
+denoiser, the pixel decoder, the discriminator trunk), not the train step.
 
 Nothing has to be imported by hand: the config's modules come from the
 ``decq_plugin`` scope.
@@ -18,8 +25,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from decq_plugin.utils import register_all_modules  # noqa: E402
 from decq_plugin.utils.launch import (  # noqa: E402
-    add_launcher_arguments, build_runner, check_file, enable_amp,
-    export_local_rank, is_remote, load_config, resolve_work_dir)
+    PRECISIONS, add_launcher_arguments, apply_precision, build_runner,
+    check_file, choose_precision, export_local_rank, is_remote, load_config,
+    move_compile_to_model, resolve_work_dir, set_matmul_precision)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -40,8 +48,23 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--amp',
         action='store_true',
-        help='automatic mixed precision: every optim wrapper becomes an '
-        'AmpOptimWrapper')
+        help='mixed precision: bf16 autocast (no loss scaling) on GPUs '
+        'that support it; see --amp-dtype')
+    parser.add_argument(
+        '--amp-dtype',
+        choices=['bfloat16', 'float16'],
+        default='bfloat16',
+        help='autocast dtype of --amp (float16 adds dynamic loss scaling)')
+    parser.add_argument(
+        '--precision',
+        choices=PRECISIONS,
+        default=None,
+        help="numeric precision (wins over --amp and the config's "
+        '`precision`); CPU runs are always fp32')
+    parser.add_argument(
+        '--compile',
+        action='store_true',
+        help="torch.compile the model's heavy regions (model.compile)")
     parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
@@ -67,8 +90,11 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """
     cfg.launcher = args.launcher
     cfg.work_dir = resolve_work_dir(cfg, args.work_dir, args.config)
-    if args.amp:
-        enable_amp(cfg)
+    precision = choose_precision(cfg, args.amp, args.amp_dtype,
+                                 args.precision)
+    if precision is not None:
+        apply_precision(cfg, precision)
+    move_compile_to_model(cfg, force=args.compile)
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
@@ -99,6 +125,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         except FileNotFoundError as error:
             sys.exit(f'train.py: error: {error}')
     register_all_modules(init_default_scope=False)
+    set_matmul_precision(cfg.get('precision', 'fp32'))
     runner = build_runner(cfg)
     runner.train()
 

@@ -17,6 +17,7 @@ from mmengine.optim import OptimWrapper, OptimWrapperDict
 from torch import nn
 
 from decq_plugin.registry import MODELS
+from .compile_regions import compile_regions
 from .losses.adversarial import (adaptive_weight, generator_hinge_loss,
                                  hinge_d_loss)
 from .state_dict_keys import use_wrapper_free_keys
@@ -25,6 +26,14 @@ from .state_dict_keys import use_wrapper_free_keys
 def unwrap(module: nn.Module) -> nn.Module:
     """The module inside a (distributed) model wrapper."""
     return module.module if is_model_wrapper(module) else module
+
+
+def _loss_scale(wrapper: OptimWrapper) -> float:
+    """The current loss scale of an fp16 ``AmpOptimWrapper``, else 1."""
+    scaler = getattr(wrapper, 'loss_scaler', None)
+    if scaler is None or not scaler.is_enabled():
+        return 1.0
+    return float(scaler.get_scale())
 
 
 @MODELS.register_module()
@@ -44,7 +53,16 @@ class AutoencoderModel(BaseModel):
             when the generator's GAN term starts, in ``schedule_unit``s.
         schedule_unit: ``'epoch'`` or ``'iter'``.
         adaptive_weight_max: clamp of the adaptive GAN weight.
+        compile: ``torch.compile`` of the heavy regions (see
+            :mod:`decq_plugin.models.compile_regions`): False (eager), True
+            (the decoder blocks and the discriminator's feature-network
+            blocks) or a dict with ``regions`` and ``torch.compile``
+            arguments.
     """
+
+    #: Regions compiled by ``compile=True``.
+    default_compile_regions = ('tokenizer.decoder.blocks',
+                               'discriminator.feature_net.blocks')
 
     def __init__(self,
                  tokenizer: dict,
@@ -58,6 +76,7 @@ class AutoencoderModel(BaseModel):
                  gan_start: int = 8,
                  schedule_unit: str = 'epoch',
                  adaptive_weight_max: float = 1e4,
+                 compile: Union[bool, dict, None] = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor,
@@ -83,6 +102,8 @@ class AutoencoderModel(BaseModel):
         self.gan_start = gan_start
         self.schedule_unit = schedule_unit
         self.adaptive_weight_max = adaptive_weight_max
+        self.compiled_regions = compile_regions(
+            self, compile, self.default_compile_regions)
 
     # -- schedule ------------------------------------------------------------
     def _progress(self) -> int:
@@ -107,27 +128,93 @@ class AutoencoderModel(BaseModel):
                 self.perceptual_loss(recon, images)
         return losses
 
+    def _frozen_disc_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Discriminator logits for the generator's GAN term: the module
+        itself (not its DDP wrapper: no gradient of its own is wanted
+        here), in eval mode (no spectral-norm power iteration)."""
+        disc = unwrap(self.discriminator)
+        was_training = disc.training
+        disc.eval()
+        try:
+            return disc(self.diffaug(images))
+        finally:
+            disc.train(was_training)
+
     def generator_losses(self, images: torch.Tensor,
                          use_gan: bool) -> tuple:
-        """Tokenizer losses of one step and the (detached) reconstruction."""
-        out = self.tokenizer(images)
-        recon = out.pop('recon')
-        losses = dict(out)
-        losses.update(self.reconstruction_losses(recon, images))
+        """Tokenizer losses of one step and the (detached) reconstruction.
+
+        With ``use_gan`` the GAN term is weighted by the adaptive weight of
+        the decoder's last layer (:func:`adaptive_weight`)."""
+        losses, recon, extra = self._generator_pass(images, use_gan)
         if use_gan:
-            rec = losses['loss_l1'] + losses.get('loss_perceptual', 0.0)
-            # Eval mode: no spectral-norm power iteration on this pass.
-            was_training = self.discriminator.training
-            self.discriminator.eval()
-            g_loss = generator_hinge_loss(
-                self.discriminator(self.diffaug(recon)))
-            self.discriminator.train(was_training)
+            rec, g_loss = extra
             weight = adaptive_weight(rec, g_loss,
                                      unwrap(self.tokenizer).last_layer,
                                      self.adaptive_weight_max)
             losses['loss_gan'] = self.gan_weight * weight * g_loss
             losses['gan_adaptive_weight'] = weight
         return losses, recon.detach()
+
+    def _generator_pass(self, images: torch.Tensor, use_gan: bool) -> tuple:
+        """(losses without the GAN term, recon with its graph, (rec, gan)
+        scalars or None)."""
+        out = self.tokenizer(images)
+        recon = out.pop('recon')
+        losses = dict(out)
+        losses.update(self.reconstruction_losses(recon, images))
+        if not use_gan:
+            return losses, recon, None
+        rec = losses['loss_l1'] + losses.get('loss_perceptual', 0.0)
+        g_loss = generator_hinge_loss(self._frozen_disc_logits(recon))
+        return losses, recon, (rec, g_loss)
+
+    def generator_gan_step(self, images: torch.Tensor,
+                           loss_scale: float = 1.0) -> tuple:
+        """The GAN-phase generator losses and a loss to back-propagate that
+        has the gradient of their sum, with each frozen network (LPIPS
+        trunk, discriminator trunk) back-propagated once.
+
+        ``L = rec + w * lambda * gan + aux`` reaches the decoder only through
+        the reconstruction ``x``, and ``lambda`` needs ``d rec / dW`` and
+        ``d gan / dW`` on the decoder's last layer ``W``. So ``g_r = d rec /
+        dx`` and ``g_g = d gan / dx`` are taken once each, ``lambda`` comes
+        from their pull-back to ``W`` (which only crosses the last layer),
+        and ``<x, g_r + w lambda g_g> + aux`` (gradients fixed) has the
+        gradient of ``L``. Computing ``lambda`` on the full graphs, as
+        :func:`adaptive_weight` does, runs both trunks' backward twice.
+
+        Args:
+            images: [B, 3, H, W] in [0, 1].
+            loss_scale: the optim wrapper's loss scale (fp16) so the
+                gradients through the trunks do not underflow; divided out.
+
+        Returns:
+            ``(losses, recon (detached), backward_loss)``; ``losses`` are
+            those of :meth:`generator_losses` (same values).
+        """
+        losses, recon, (rec, g_loss) = self._generator_pass(images, True)
+        g_rec, = torch.autograd.grad(rec * loss_scale, recon,
+                                     retain_graph=False)
+        g_gan, = torch.autograd.grad(g_loss * loss_scale, recon,
+                                     retain_graph=False)
+        last = unwrap(self.tokenizer).last_layer
+        w_rec, = torch.autograd.grad(recon, last, g_rec, retain_graph=True)
+        w_gan, = torch.autograd.grad(recon, last, g_gan, retain_graph=True)
+        # The scale cancels in the ratio, not in eps (as adaptive_weight).
+        weight = (w_rec.norm() / loss_scale) / (
+            w_gan.norm() / loss_scale + 1e-6)
+        weight = weight.clamp(0.0, self.adaptive_weight_max).detach()
+        losses['loss_gan'] = self.gan_weight * weight * g_loss.detach()
+        losses['gan_adaptive_weight'] = weight
+        grad = (g_rec.float() + (self.gan_weight * weight) *
+                g_gan.float()) / loss_scale
+        backward_loss = (recon.float() * grad).sum()
+        others = [v for k, v in losses.items() if 'loss' in k and k not in (
+            'loss_l1', 'loss_perceptual', 'loss_gan') and v.requires_grad]
+        for value in others:
+            backward_loss = backward_loss + value
+        return losses, recon.detach(), backward_loss
 
     def discriminator_loss(self, images: torch.Tensor,
                            recon: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -159,8 +246,13 @@ class AutoencoderModel(BaseModel):
             phase = dict(disc=False, gan=False)
 
         with gen_wrapper.optim_context(self.tokenizer):
-            losses, recon = self.generator_losses(images, phase['gan'])
-            total, log_vars = self.parse_losses(losses)
+            if phase['gan']:
+                losses, recon, total = self.generator_gan_step(
+                    images, _loss_scale(gen_wrapper))
+                log_vars = self.parse_losses(losses)[1]
+            else:
+                losses, recon = self.generator_losses(images, False)
+                total, log_vars = self.parse_losses(losses)
         gen_wrapper.update_params(total)
 
         if phase['disc']:

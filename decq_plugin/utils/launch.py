@@ -3,7 +3,7 @@ with clear errors, apply command-line overrides, build the runner."""
 import inspect
 import os.path as osp
 import warnings
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from mmengine.config import Config, ConfigDict
 
@@ -226,3 +226,161 @@ def export_local_rank(args) -> None:
     import os
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
+
+
+# -- numeric precision ---------------------------------------------------------
+#: What ``precision`` (config key) and ``--precision`` accept.
+PRECISIONS = ('fp32', 'tf32', 'bf16', 'fp16')
+#: ``--amp-dtype`` spellings -> precision.
+AMP_DTYPES = {'bfloat16': 'bf16', 'float16': 'fp16'}
+
+
+def accelerator_support() -> Dict[str, bool]:
+    """``{'cuda': GPU present, 'bf16': it runs bf16 natively}``."""
+    import torch
+    cuda = torch.cuda.is_available()
+    return dict(cuda=cuda, bf16=cuda and torch.cuda.is_bf16_supported(
+        including_emulation=False))
+
+
+def resolve_precision(requested: str,
+                      support: Optional[Dict[str, bool]] = None) -> str:
+    """The precision a run gets on this machine for ``requested``.
+
+    * CPU (no CUDA): always ``'fp32'``. Autocast on the CPU is slower than
+      float32 on most processors and the CPU runs are functional checks, so
+      mixed precision is not emulated there.
+    * GPU: ``'bf16'`` falls back to ``'fp16'`` (with loss scaling) on GPUs
+      without native bf16 (before Ampere); the others are kept.
+
+    Args:
+        requested: one of :data:`PRECISIONS`.
+        support: :func:`accelerator_support` (computed when None).
+    """
+    if requested not in PRECISIONS:
+        raise ValueError(
+            f'precision must be one of {PRECISIONS}, got {requested!r}')
+    support = accelerator_support() if support is None else support
+    if not support['cuda']:
+        return 'fp32'
+    if requested == 'bf16' and not support['bf16']:
+        return 'fp16'
+    return requested
+
+
+def precision_wrapper_fields(precision: str) -> Dict:
+    """Optim-wrapper fields for ``precision``: plain ``OptimWrapper`` for
+    fp32/tf32; ``AmpOptimWrapper`` autocasting to bfloat16 without loss
+    scaling (bf16 has float32's range) or to float16 with dynamic loss
+    scaling."""
+    if precision in ('fp32', 'tf32'):
+        return dict(type='OptimWrapper')
+    if precision == 'bf16':
+        return dict(type='AmpOptimWrapper', dtype='bfloat16',
+                    loss_scale=dict(enabled=False))
+    if precision == 'fp16':
+        return dict(type='AmpOptimWrapper', dtype='float16',
+                    loss_scale='dynamic')
+    raise ValueError(f'precision must be one of {PRECISIONS}, got '
+                     f'{precision!r}')
+
+
+def _wrapper_entries(cfg: Config, flag: str) -> List[Tuple[str, Dict]]:
+    """(name, dict) of each optim wrapper in ``cfg`` (one or several)."""
+    wrappers = cfg.get('optim_wrapper')
+    if not isinstance(wrappers, dict):
+        raise ValueError(f'{flag}: the config has no optim_wrapper dict')
+    if 'optimizer' in wrappers or 'type' in wrappers:
+        return [('optim_wrapper', wrappers)]
+    entries = [(f'optim_wrapper.{name}', value)
+               for name, value in wrappers.items()
+               if isinstance(value, dict) and ('optimizer' in value
+                                               or 'type' in value)]
+    if not entries:
+        raise ValueError(
+            f'{flag}: optim_wrapper has neither an optimizer nor '
+            f'sub-wrappers (keys: {sorted(wrappers)})')
+    return entries
+
+
+def apply_precision(cfg: Config, precision: str) -> None:
+    """Set every optim wrapper of ``cfg`` to run in ``precision`` (already
+    resolved, see :func:`resolve_precision`) and record it as
+    ``cfg.precision``. Only ``OptimWrapper``/``AmpOptimWrapper`` (or no
+    type) can be switched; the mixed-precision fields (``dtype``,
+    ``loss_scale``) of a wrapper are replaced."""
+    fields = precision_wrapper_fields(precision)
+    for where, wrapper in _wrapper_entries(cfg, f'precision={precision}'):
+        if wrapper.get('type') not in SWITCHABLE_WRAPPERS:
+            raise ValueError(
+                f'precision={precision}: {where}.type is '
+                f'{wrapper.get("type")!r}; only OptimWrapper and '
+                'AmpOptimWrapper can be switched. Set the type in the config.')
+        for key in ('dtype', 'loss_scale'):
+            wrapper.pop(key, None)
+        wrapper.update(fields)
+    cfg.precision = precision
+
+
+def set_matmul_precision(precision: str) -> None:
+    """Process-wide float32 matmul/convolution mode: TF32 tensor cores for
+    'tf32', 'bf16' and 'fp16' (the float32 ops that autocast leaves), full
+    float32 for 'fp32'. No effect on the CPU."""
+    import torch
+    fast = precision != 'fp32'
+    torch.backends.cuda.matmul.allow_tf32 = fast
+    torch.backends.cudnn.allow_tf32 = fast
+
+
+def choose_precision(cfg: Config, amp: bool = False,
+                     amp_dtype: str = 'bfloat16',
+                     precision: Optional[str] = None,
+                     support: Optional[Dict[str, bool]] = None
+                     ) -> Optional[str]:
+    """What a training run asks for: ``--precision``, else ``--amp``
+    (``--amp-dtype``), else the config's ``precision`` key, resolved for
+    this machine (:func:`resolve_precision`). None when nothing asks for a
+    precision (the config's optim wrappers are then left as they are)."""
+    if precision is None and amp:
+        if amp_dtype not in AMP_DTYPES:
+            raise ValueError(f'--amp-dtype must be one of '
+                             f'{sorted(AMP_DTYPES)}, got {amp_dtype!r}')
+        precision = AMP_DTYPES[amp_dtype]
+    if precision is None:
+        precision = cfg.get('precision')
+    if precision is None:
+        return None
+    resolved = resolve_precision(precision, support)
+    if resolved != precision:
+        from mmengine.logging import print_log
+        print_log(f'precision {precision!r} runs as {resolved!r} on this '
+                  'machine (CPU: float32; GPU without bf16: fp16)',
+                  logger='current')
+    return resolved
+
+
+# -- compiled model regions ----------------------------------------------------
+def move_compile_to_model(cfg: Config, force: bool = False) -> None:
+    """Compile model regions instead of MMEngine's ``train_step``.
+
+    A top-level ``compile`` (``--cfg-options compile=True`` or a dict of
+    ``torch.compile`` arguments) would make the Runner compile its whole
+    ``train_step``, which fails in dynamo (MMEngine's autocast checks the
+    torch version inside the traced code). It becomes ``model.compile``,
+    which the project's models apply to their heavy regions (see
+    ``decq_plugin.models.compile_regions``); ``force`` (``--compile``)
+    switches it on with the model's default regions when the config has
+    none.
+    """
+    top = cfg.get('compile', False)
+    if top:
+        cfg.compile = False
+        model = cfg.get('model')
+        if isinstance(model, dict) and not model.get('compile'):
+            model['compile'] = top if isinstance(top, dict) else True
+    if force:
+        model = cfg.get('model')
+        if not isinstance(model, dict):
+            raise ValueError('--compile: the config has no model dict')
+        if not model.get('compile'):
+            model['compile'] = True

@@ -261,3 +261,48 @@ def test_argument_checks():
     with pytest.raises(ValueError, match='schedule_unit'):
         AutoencoderModel(tokenizer=TOKENIZER, perceptual_loss=None,
                          discriminator=None, schedule_unit='step')
+
+
+def _tokenizer_grads(model) -> dict:
+    return {n: p.grad.clone() for n, p in model.tokenizer.named_parameters()
+            if p.requires_grad}
+
+
+@pytest.mark.parametrize('loss_scale', [1.0, 1024.0])
+def test_gan_step_has_the_gradient_of_the_full_loss(prototype, loss_scale):
+    """generator_gan_step (one backward through LPIPS and the discriminator
+    trunk) gives the losses and tokenizer gradients of the direct route:
+    the adaptive weight on the full graphs, then the total's backward."""
+    images = _data(n=3, seed=4)['inputs']
+    direct, fast = (copy.deepcopy(prototype).train() for _ in range(2))
+    torch.manual_seed(5)
+    losses, _ = direct.generator_losses(images, use_gan=True)
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    torch.manual_seed(5)
+    fast_losses, recon, backward_loss = fast.generator_gan_step(
+        images, loss_scale)
+    assert not recon.requires_grad
+    backward_loss.backward()
+    assert set(fast_losses) == set(losses)
+    for key, value in losses.items():
+        torch.testing.assert_close(fast_losses[key], value.detach(),
+                                   rtol=1e-5, atol=1e-7, msg=key)
+    assert losses['gan_adaptive_weight'] > 0
+    want, got = _tokenizer_grads(direct), _tokenizer_grads(fast)
+    assert want.keys() == got.keys()
+    for name, grad in want.items():
+        torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-7,
+                                   msg=name)
+    # The discriminator gets no gradient from the generator's step.
+    assert all(p.grad is None for p in fast.discriminator.parameters())
+
+
+def test_compile_true_compiles_decoder_and_discriminator_blocks(decq_scope):
+    cfg = copy.deepcopy(MODEL)
+    cfg['compile'] = dict(backend='eager')
+    model = MODELS.build(cfg)
+    assert model.compiled_regions == [
+        'tokenizer.decoder.blocks.0', 'tokenizer.decoder.blocks.1',
+        'discriminator.feature_net.blocks.0',
+        'discriminator.feature_net.blocks.1']
+    assert MODELS.build(MODEL).compiled_regions == []

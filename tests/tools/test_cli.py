@@ -116,20 +116,48 @@ def test_test_parse():
 # ------------------------------------------------------------ merging ----
 
 
-def test_amp_single_optim_wrapper(config_file):
+@pytest.fixture
+def on_gpu(monkeypatch):
+    """Precision choices as on a GPU with native bf16."""
+    from decq_plugin.utils import launch
+    monkeypatch.setattr(launch, 'accelerator_support',
+                        lambda: dict(cuda=True, bf16=True))
+
+
+def test_amp_single_optim_wrapper(config_file, on_gpu):
     cfg = _train_cfg(config_file, '--amp')
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.dtype == 'bfloat16'
+    assert cfg.optim_wrapper.loss_scale == dict(enabled=False)
+    assert cfg.precision == 'bf16'
     assert cfg.optim_wrapper.optimizer == dict(type='SGD', lr=0.1)
     assert _train_cfg(config_file).optim_wrapper.type == 'OptimWrapper'
+    fp16 = _train_cfg(config_file, '--amp', '--amp-dtype', 'float16')
+    assert fp16.optim_wrapper.type == 'AmpOptimWrapper'
+    assert (fp16.optim_wrapper.dtype, fp16.optim_wrapper.loss_scale) == (
+        'float16', 'dynamic')
+    tf32 = _train_cfg(config_file, '--amp', '--precision', 'tf32')
+    assert tf32.optim_wrapper.type == 'OptimWrapper' and \
+        tf32.precision == 'tf32'
 
 
-def test_amp_wrapper_without_type(tmp_path):
+def test_amp_on_the_cpu_trains_in_float32(config_file, monkeypatch):
+    from decq_plugin.utils import launch
+    monkeypatch.setattr(launch, 'accelerator_support',
+                        lambda: dict(cuda=False, bf16=False))
+    cfg = _train_cfg(config_file, '--amp')
+    assert cfg.optim_wrapper.type == 'OptimWrapper'
+    assert 'dtype' not in cfg.optim_wrapper
+    assert cfg.precision == 'fp32'
+
+
+def test_amp_wrapper_without_type(tmp_path, on_gpu):
     path = _write(tmp_path / 'c.py',
                   'optim_wrapper = dict(optimizer=dict(type="SGD", lr=1))\n')
     assert _train_cfg(path, '--amp').optim_wrapper.type == 'AmpOptimWrapper'
 
 
-def test_amp_dict_of_optim_wrappers(tmp_path):
+def test_amp_dict_of_optim_wrappers(tmp_path, on_gpu):
     path = _write(
         tmp_path / 'gan.py', 'optim_wrapper = dict(\n'
         '    constructor="MultiOptimWrapperConstructor",\n'
@@ -144,7 +172,7 @@ def test_amp_dict_of_optim_wrappers(tmp_path):
     assert wrappers.discriminator.optimizer.lr == 1e-4
 
 
-def test_amp_refuses_custom_wrapper_and_missing_wrapper(tmp_path):
+def test_amp_refuses_custom_wrapper_and_missing_wrapper(tmp_path, on_gpu):
     custom = _write(
         tmp_path / 'custom.py', 'optim_wrapper = dict(gen=dict('
         'type="MyWrapper", optimizer=dict(type="SGD", lr=1)))\n')

@@ -4,10 +4,15 @@
 # tokenizer is frozen).
 max_epochs = 80
 
+# bf16 autocast on GPUs (no loss scaling); CPU runs are float32. The
+# launcher (tools/train.py) turns this into the optim wrapper's settings;
+# --precision / --amp override it.
+precision = 'bf16'
+
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.95),
-                   weight_decay=0.0),
+                   weight_decay=0.0, fused=True),  # one kernel per step
     clip_grad=dict(max_norm=1.0))
 
 param_scheduler = [

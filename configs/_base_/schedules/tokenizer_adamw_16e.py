@@ -5,7 +5,14 @@
 lr = 2e-4
 max_epochs = 16
 
-_adamw = dict(type='AdamW', lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+# bf16 autocast on GPUs (no loss scaling); CPU runs are float32. The
+# launcher (tools/train.py) turns this into the optim wrappers' settings;
+# --precision / --amp override it.
+precision = 'bf16'
+
+# fused=True: one AdamW kernel per step instead of one per tensor group.
+_adamw = dict(type='AdamW', lr=lr, betas=(0.9, 0.95), weight_decay=0.0,
+              fused=True)
 optim_wrapper = dict(
     constructor='SubmoduleOptimWrapperConstructor',
     tokenizer=dict(type='OptimWrapper', optimizer=_adamw),

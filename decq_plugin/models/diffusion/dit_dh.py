@@ -118,7 +118,10 @@ class DiTDH(nn.Module):
         qkv_bias: bias on the qkv projection.
         use_rope: 2D axial RoPE on patch tokens (queries never rotate).
         rope_theta: RoPE base.
-        grad_checkpoint: recompute blocks in backward (training only).
+        grad_checkpoint: recompute blocks in backward (training only):
+            True for every block, an int ``k`` for the first ``k`` body
+            blocks only (trades part of the recompute for the activation
+            memory that buys a larger batch), False/0 for none.
     """
 
     def __init__(self,
@@ -134,7 +137,7 @@ class DiTDH(nn.Module):
                  qkv_bias: bool = True,
                  use_rope: bool = True,
                  rope_theta: float = 10000.0,
-                 grad_checkpoint: bool = False) -> None:
+                 grad_checkpoint: Union[bool, int] = False) -> None:
         super().__init__()
         cfg = _resolve_arch(arch)
         if in_channels <= 0:
@@ -167,7 +170,19 @@ class DiTDH(nn.Module):
         self.query_channels = query_channels
         self.num_classes = num_classes
         self.null_class = num_classes
+        total_blocks = cfg['body_depth'] + cfg['head_depth']
+        if isinstance(grad_checkpoint, bool):
+            n_ckpt = total_blocks if grad_checkpoint else 0
+        elif isinstance(grad_checkpoint, int) and \
+                0 <= grad_checkpoint <= cfg['body_depth']:
+            n_ckpt = grad_checkpoint
+        else:
+            raise ValueError(f'grad_checkpoint must be a bool or an int in '
+                             f"[0, {cfg['body_depth']}], got "
+                             f'{grad_checkpoint!r}')
         self.grad_checkpoint = grad_checkpoint
+        #: blocks 0 .. n-1 (body first, then head) are recomputed.
+        self.num_checkpointed = n_ckpt
         self.token_grid = grid_size // patch_size
         self.num_patches = self.token_grid ** 2
         token_dim = in_channels * patch_size ** 2
@@ -260,9 +275,11 @@ class DiTDH(nn.Module):
         return (getattr(self, f'{part}_rope_cos'),
                 getattr(self, f'{part}_rope_sin'))
 
-    def _run_block(self, block: nn.Module, x: Tensor, cond: Tensor,
-                   cos: Optional[Tensor], sin: Optional[Tensor]) -> Tensor:
-        if self.grad_checkpoint and self.training and torch.is_grad_enabled():
+    def _run_block(self, index: int, block: nn.Module, x: Tensor,
+                   cond: Tensor, cos: Optional[Tensor],
+                   sin: Optional[Tensor]) -> Tensor:
+        if (index < self.num_checkpointed and self.training
+                and torch.is_grad_enabled()):
             return checkpoint(block, x, cond, cos, sin, use_reentrant=False)
         return block(x, cond, cos, sin)
 
@@ -312,8 +329,8 @@ class DiTDH(nn.Module):
             q = self.query_in(x['query']) + self.query_pos_embed
             h = torch.cat([h, q], dim=1)
         cos, sin = self._rope('body')
-        for block in self.body_blocks:
-            h = self._run_block(block, h, cond, cos, sin)
+        for i, block in enumerate(self.body_blocks):
+            h = self._run_block(i, block, h, cond, cos, sin)
         s = F.silu(t_emb.unsqueeze(1) + h)
         if self.num_queries > 0:
             s = torch.cat([self.patch_cond(s[:, :n]),
@@ -326,8 +343,9 @@ class DiTDH(nn.Module):
         if self.num_queries > 0:
             z = torch.cat([z, self.head_query_in(x['query'])], dim=1)
         cos, sin = self._rope('head')
-        for block in self.head_blocks:
-            z = self._run_block(block, z, s, cos, sin)
+        depth = len(self.body_blocks)
+        for i, block in enumerate(self.head_blocks):
+            z = self._run_block(depth + i, block, z, s, cos, sin)
         z = self.final_norm(z, s)
 
         out = {'patch': self.unpatchify(self.patch_out(z[:, :n]))}

@@ -47,6 +47,7 @@ from mmengine.model import BaseModel
 from torch import Tensor
 
 from decq_plugin.registry import MODELS
+from ..compile_regions import compile_regions
 from ..state_dict_keys import use_wrapper_free_keys
 from .flow_path import map_latents
 from .samplers import freeze, load_frozen_weights
@@ -113,6 +114,10 @@ class LatentDiffusionModel(BaseModel):
             sharing the VFM patch space; samples drop their queries and the
             patch latents (denormalised with *this* tokenizer's patch
             statistics) are decoded raw by its decoder.
+        compile: ``torch.compile`` of the heavy regions (see
+            :mod:`decq_plugin.models.compile_regions`): False (eager),
+            True (:meth:`default_compile_regions`) or a dict with
+            ``regions`` and ``torch.compile`` arguments.
     """
 
     def __init__(self,
@@ -126,6 +131,7 @@ class LatentDiffusionModel(BaseModel):
                  tokenizer_prefix: str = 'tokenizer',
                  use_ema: bool = True,
                  decode_with: Optional[dict] = None,
+                 compile: Union[bool, dict, None] = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor,
@@ -152,6 +158,22 @@ class LatentDiffusionModel(BaseModel):
         self.rae_decoder = None
         if decode_with is not None:
             self.rae_decoder = self._build_rae_decoder(decode_with)
+        self.compiled_regions = compile_regions(
+            self, compile, self.default_compile_regions())
+
+    def default_compile_regions(self) -> List[str]:
+        """The denoiser's (and an autoguidance guide's) blocks and the
+        pixel decoders' blocks (compiled on first use: training never
+        decodes, sampling does)."""
+        regions = ['denoiser.body_blocks', 'denoiser.head_blocks',
+                   'tokenizer.decoder.blocks']
+        if self.rae_decoder is not None:
+            regions.append('rae_decoder.decoder.blocks')
+        guide = getattr(self.guidance, 'guide', None)
+        for part in ('body_blocks', 'head_blocks'):
+            if isinstance(getattr(guide, part, None), nn.ModuleList):
+                regions.append(f'guidance.guide.{part}')
+        return regions
 
     # -- construction -------------------------------------------------------
     def _denoiser_defaults(self, num_classes: Optional[int]) -> dict:

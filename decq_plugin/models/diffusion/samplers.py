@@ -108,10 +108,13 @@ def _guided(main: Latents, weak: Latents, scale: float,
             inside: Tensor) -> Latents:
     """``weak + s (main - weak)`` where ``inside`` [B], else ``main``.
 
-    Written as ``main + (s - 1)(main - weak)``: exactly ``main`` at s = 1."""
+    Written as ``main + (s - 1)(main - weak)``: exactly ``main`` at s = 1.
+    Computed in float32 at least (the velocities may come out of a bf16 network)."""
     out = {}
     for key, m in main.items():
-        g = m + (scale - 1.0) * (m - weak[key])
+        dtype = torch.promote_types(m.dtype, torch.float32)
+        m = m.to(dtype)
+        g = m + (scale - 1.0) * (m - weak[key].to(dtype))
         mask = inside.view(-1, *([1] * (m.dim() - 1)))
         out[key] = torch.where(mask, g, m)
     return out

@@ -240,9 +240,11 @@ def test_class_dropout_rate_in_training_only():
     assert torch.equal(seen[1], y)
 
 
-def test_gradients_flow_and_checkpointing_matches():
+@pytest.mark.parametrize('setting', [True, 1])
+def test_gradients_flow_and_checkpointing_matches(setting):
     ref = randomize(tiny(Q, class_dropout=0.0)).train()
-    ckpt = tiny(Q, class_dropout=0.0, grad_checkpoint=True).train()
+    ckpt = tiny(Q, class_dropout=0.0, grad_checkpoint=setting).train()
+    assert ckpt.num_checkpointed == (4 if setting is True else 1)
     ckpt.load_state_dict(ref.state_dict())
     x, t, y = latents(num_queries=Q), torch.rand(2), labels()
     grads = []
@@ -304,3 +306,11 @@ def test_argument_validation():
         tiny()(latents(num_queries=Q), torch.rand(2), labels())
     with pytest.raises(ValueError, match='patch'):
         tiny()(latents(grid=G + 2), torch.rand(2), labels())
+
+
+def test_grad_checkpoint_argument_checked():
+    assert tiny(grad_checkpoint=False).num_checkpointed == 0
+    with pytest.raises(ValueError, match='grad_checkpoint'):
+        tiny(grad_checkpoint=3)  # more than the 2 body blocks
+    with pytest.raises(ValueError, match='grad_checkpoint'):
+        tiny(grad_checkpoint=-1)

@@ -337,3 +337,27 @@ def test_argument_checks():
         model(images(1), dict(), mode='loss')
     with pytest.raises(ValueError, match='mode'):
         model(images(1), dict(gt_label=torch.tensor([0])), mode='bad')
+
+
+def test_compile_true_compiles_denoiser_and_decoder_blocks():
+    import torch._dynamo
+    from decq_plugin.apis.precision import (inference_precision,
+                                            prepare_inference)
+    torch._dynamo.reset()
+    model = build(compile=dict(backend='eager'))
+    assert model.compiled_regions == [
+        'denoiser.body_blocks.0', 'denoiser.head_blocks.0',
+        'tokenizer.decoder.blocks.0']
+    eager = build()
+    assert eager.compiled_regions == []
+    randomize(eager.denoiser, 3)
+    model.load_state_dict(eager.state_dict())
+    labels = torch.arange(2) % NUM_CLASSES
+    noise = eager.make_noise(2, generator=torch.Generator().manual_seed(0))
+    want = eager.sample(labels, noise=noise)
+    torch.testing.assert_close(model.sample(labels, noise=noise), want)
+    # The sampling API compiles an eager model the same way; fp32 on CPU.
+    assert prepare_inference(eager, dict(backend='eager')) == \
+        model.compiled_regions
+    with inference_precision('fp32', 'cpu'):
+        torch.testing.assert_close(eager.sample(labels, noise=noise), want)
