@@ -50,6 +50,8 @@ def _sibling(name: str):
         f'decq_analysis_{name}', osp.join(ROOT, 'tools', 'analysis',
                                           f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
+    # Registered, so that multiprocessing workers can unpickle its functions.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
