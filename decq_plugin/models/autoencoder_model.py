@@ -17,8 +17,8 @@ from mmengine.optim import OptimWrapper, OptimWrapperDict
 from torch import nn
 
 from decq_plugin.registry import MODELS
-from .losses.adversarial import (adaptive_weight, generator_hinge_loss,
-                                 hinge_d_loss)
+from .losses.adversarial import (ADAPTIVE_BATCHES, adaptive_weight,
+                                 generator_hinge_loss, hinge_d_loss)
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -43,6 +43,12 @@ class AutoencoderModel(BaseModel):
             when the generator's GAN term starts, in ``schedule_unit``s.
         schedule_unit: ``'epoch'`` or ``'iter'``.
         adaptive_weight_max: clamp of the adaptive GAN weight.
+        adaptive_weight_batch: ``'local'`` (default, as the reference
+            recipe computes it): each process takes the gradient norms of
+            its own share of the batch, so the weight depends on the number
+            of processes; ``'global'``: the gradients are averaged over all
+            processes first, so N processes get the weight of one process
+            on the whole batch.
     """
 
     def __init__(self,
@@ -57,6 +63,7 @@ class AutoencoderModel(BaseModel):
                  gan_start: int = 8,
                  schedule_unit: str = 'epoch',
                  adaptive_weight_max: float = 1e4,
+                 adaptive_weight_batch: str = 'local',
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor,
@@ -80,6 +87,11 @@ class AutoencoderModel(BaseModel):
         self.gan_start = gan_start
         self.schedule_unit = schedule_unit
         self.adaptive_weight_max = adaptive_weight_max
+        if adaptive_weight_batch not in ADAPTIVE_BATCHES:
+            raise ValueError(
+                f'adaptive_weight_batch={adaptive_weight_batch!r} must be '
+                f'one of {ADAPTIVE_BATCHES}')
+        self.adaptive_weight_batch = adaptive_weight_batch
 
     # -- schedule ------------------------------------------------------------
     def _progress(self) -> int:
@@ -121,7 +133,8 @@ class AutoencoderModel(BaseModel):
             self.discriminator.train(was_training)
             weight = adaptive_weight(rec, g_loss,
                                      unwrap(self.tokenizer).last_layer,
-                                     self.adaptive_weight_max)
+                                     self.adaptive_weight_max,
+                                     batch=self.adaptive_weight_batch)
             losses['loss_gan'] = self.gan_weight * weight * g_loss
             losses['gan_adaptive_weight'] = weight
         return losses, recon.detach()

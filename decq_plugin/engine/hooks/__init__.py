@@ -1,2 +1,3 @@
 """Runner hooks."""
-from . import sample_grid_hook  # noqa: F401
+from . import (non_finite_guard_hook, resumable_checkpoint_hook,  # noqa: F401
+               sample_grid_hook)
