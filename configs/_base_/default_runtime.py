@@ -18,6 +18,8 @@ default_hooks = dict(
     safe_checkpoint=dict(type='SafeCheckpointHook'),
     # A NaN/Inf loss or gradient skips that update; 20 in a row stop the run.
     non_finite=dict(type='NonFiniteGuardHook', max_consecutive=20),
+    # Cached latents must come from the model's tokenizer (stage 2).
+    latent_check=dict(type='LatentLayoutCheckHook'),
 )
 
 env_cfg = dict(
@@ -35,3 +37,5 @@ resume = False
 randomness = dict(seed=0, deterministic=False)
 # Set to True to let load_from fill only the keys that fit the model.
 allow_partial_load_from = False
+# Set to True to keep top-level keys that look like misspelt runner keys.
+allow_unknown_keys = False

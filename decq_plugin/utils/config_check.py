@@ -15,6 +15,7 @@ their allowed keys).
 """
 import difflib
 import inspect
+import re
 from typing import List
 
 ALLOW_UNKNOWN_KEY = 'allow_unknown_keys'
@@ -31,6 +32,9 @@ def runner_keys() -> List[str]:
     """Top-level keys the MMEngine ``Runner`` reads."""
     from mmengine.runner import Runner
     names = set(inspect.signature(Runner.__init__).parameters) - {'self'}
+    # ... and the keys it reads from its config (model_wrapper_cfg, compile)
+    source = inspect.getsource(Runner)
+    names |= set(re.findall(r"cfg(?:\.get\(|\[)'(\w+)'", source))
     return sorted(names | set(_EXTRA_KNOWN))
 
 

@@ -9,6 +9,7 @@ from mmengine.config import Config, ConfigDict
 
 from decq_plugin.registry import SCOPE
 from .config_check import check_top_level_keys
+from .quiet_imports import import_pkg_resources_quietly
 from .setup_env import register_config_package
 
 # Optim wrapper types that ``--amp`` may switch to ``AmpOptimWrapper``.
@@ -73,6 +74,7 @@ def load_config(path: str, cfg_options: Optional[Dict] = None) -> Config:
         the file chose another.
     """
     check_file(path, 'config file')
+    import_pkg_resources_quietly()
     register_config_package()
     cfg = Config.fromfile(path)
     if cfg_options:

@@ -1,3 +1,3 @@
 """Runner hooks."""
-from . import (non_finite_guard_hook, resumable_checkpoint_hook,  # noqa: F401
-               sample_grid_hook)
+from . import (latent_layout_check_hook, non_finite_guard_hook,  # noqa: F401
+               resumable_checkpoint_hook, sample_grid_hook)

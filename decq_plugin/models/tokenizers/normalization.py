@@ -54,7 +54,16 @@ class LatentNormalizer(nn.Module):
                 f"latent statistics file '{path}' does not exist; write it "
                 'with tools/compute_latent_stats.py CONFIG CHECKPOINT --out '
                 f'{path}')
-        stats = torch.load(path, map_location='cpu', weights_only=True)
+        from decq_plugin.engine.checkpoint import safe_load_checkpoint
+        try:  # plain tensors only; the error names the file
+            stats = safe_load_checkpoint(
+                path, expected="latent statistics ({key}_mean/{key}_var "
+                'tensors, written by tools/compute_latent_stats.py)')
+        except ValueError as err:
+            raise LatentStatsError(
+                f'{err} (config key: model.tokenizer.latent_stats, or '
+                '--stats); write the file again with '
+                'tools/compute_latent_stats.py') from None
         if not isinstance(stats, dict):
             raise LatentStatsError(f"'{path}' is not a latent stats file")
         self.set_stats(stats, source=path)
