@@ -77,6 +77,11 @@ class LatentNormalizer(nn.Module):
                 if name not in stats:
                     raise LatentStatsError(f"{source} has no '{name}' "
                                            f'(keys: {sorted(stats)})')
+                if not torch.is_tensor(stats[name]):
+                    raise LatentStatsError(
+                        f"{source}: '{name}' is a "
+                        f'{type(stats[name]).__name__}, not a tensor; write '
+                        'the file with tools/compute_latent_stats.py')
                 value = torch.as_tensor(stats[name], dtype=torch.float32)
                 if tuple(value.shape) != shape:
                     raise LatentStatsError(
