@@ -37,6 +37,14 @@ def _num_threads() -> int:
 torch.set_num_threads(_num_threads())
 
 
+def pytest_configure(config) -> None:
+    # Slow tests still run in `bash tools/test.sh`; `-m "not slow"` skips
+    # them for a quick check.
+    config.addinivalue_line(
+        'markers', 'slow: seconds to minutes (fault injection through the '
+        'real tools); deselect with -m "not slow"')
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
     shutil.rmtree(_CACHE_ROOT, ignore_errors=True)
 

@@ -167,12 +167,33 @@ def _install_kill_point(kind: str, n: int) -> None:
         raise ValueError(f'unknown kill point {kind!r}')
 
 
+def _install_nan_sample(position: int) -> None:
+    """Make dataset item ``position`` hold one NaN (an image pixel or a
+    latent element), as a damaged file or a bad augmentation would."""
+    from decq_plugin.datasets.demo_images import DemoImageDataset
+    from decq_plugin.datasets.latent_dataset import CachedLatentDataset
+    for cls in (DemoImageDataset, CachedLatentDataset):
+        def patched(self, index, _get=cls.__getitem__):
+            item = _get(self, index)
+            if int(index) == position:
+                inputs = item['inputs']
+                tensor = inputs['patch'] if isinstance(inputs, dict) \
+                    else inputs
+                tensor.view(-1)[0] = float('nan')
+            return item
+        cls.__getitem__ = patched
+
+
 def _child_main(args: List[str]) -> None:
-    """``fault_driver.py [--kill KIND:N] -- TRAIN_ARGS...`` (the child)."""
+    """``fault_driver.py [--kill KIND:N] [--nan-sample I] -- TRAIN_ARGS``
+    (the child)."""
     kill = None
     if args[0] == '--kill':
         kind, n = args[1].split(':')
         kill = (kind, int(n))
+        args = args[2:]
+    if args[0] == '--nan-sample':
+        _install_nan_sample(int(args[1]))
         args = args[2:]
     assert args[0] == '--', args
     if kill is not None:
@@ -181,12 +202,16 @@ def _child_main(args: List[str]) -> None:
 
 
 def run_train(argv: Sequence[str], kill: Optional[Tuple] = None,
-              timeout: float = 300, log: Optional[str] = None) -> int:
+              timeout: float = 300, log: Optional[str] = None,
+              nan_sample: Optional[int] = None) -> int:
     """Run ``tools/train.py argv`` in a child process; return its exit code
-    (``-9`` when killed). ``kill``: a kill point (see the module)."""
+    (``-9`` when killed). ``kill``: a kill point (see the module);
+    ``nan_sample``: dataset item that gets a NaN."""
     cmd = [sys.executable, __file__]
     if kill is not None and kill[0] != 'after':
         cmd += ['--kill', f'{kill[0]}:{kill[1]}']
+    if nan_sample is not None:
+        cmd += ['--nan-sample', str(nan_sample)]
     cmd += ['--', *argv]
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE='1')
     env.pop('LOCAL_RANK', None)
