@@ -179,7 +179,7 @@ def _install_nan_sample(position: int) -> None:
                 inputs = item['inputs']
                 tensor = inputs['patch'] if isinstance(inputs, dict) \
                     else inputs
-                tensor.view(-1)[0] = float('nan')
+                tensor[(0, ) * tensor.dim()] = float('nan')
             return item
         cls.__getitem__ = patched
 
