@@ -172,9 +172,10 @@ def test_misspelt_nested_key_is_an_error():
 def test_partial_load_from_is_an_error_unless_allowed(tmp_path):
     from decq_plugin.apis import build_model_from_config
     from decq_plugin.engine.checkpoint import StateDictMismatchError
-    model = build_model_from_config(
-        D.STAGE1_CONFIG, cfg_options=dict(
-            a.split('=', 1) for a in D.STAGE1_OPTIONS[:7]))
+    options = dict(a.split('=', 1) for a in D.STAGE1_OPTIONS
+                   if a.startswith('model.'))
+    model = build_model_from_config(D.STAGE1_CONFIG, cfg_options={
+        k: int(v) if v.isdigit() else v for k, v in options.items()})
     state = {k: v for k, v in model.state_dict().items()
              if not k.startswith('discriminator.')}
     path = str(tmp_path / 'partial.pth')
