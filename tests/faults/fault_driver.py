@@ -99,7 +99,7 @@ def stage2_options(latents: str) -> List[str]:
     return STAGE2_OPTIONS + [f'train_dataloader.dataset.data_root={latents}']
 
 
-# -- kill points (installed in the child) --------------------------------------
+# -- kill points (installed in the child) ------------------------------------
 def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 

@@ -1,7 +1,6 @@
 """NaN injection, damaged latent shards, bad configs and images: each one is
 either survived with finite weights or refused with a message that names
 the file and the config key or flag that fixes it."""
-import json
 import os
 import os.path as osp
 

@@ -199,6 +199,3 @@ def test_no_loading_path_runs_checkpoint_content(tmp_path, latents):
     refused_pickles = [e for _, k, e in outcomes if k == 'pickle']
     assert all(refused_pickles), outcomes
     assert len(outcomes) == 2 * 13
-    if os.environ.get("DECQ_SHOW"):
-        for o in outcomes:
-            print("OUTCOME", o[0], o[1], o[2][:150].replace("\n", " "))

@@ -1,7 +1,6 @@
 """The adaptive GAN weight over the global batch: 2 processes (gloo, CPU)
 with half a batch each get the weight of one process on the whole batch;
 the default ('local', the reference recipe) does not."""
-import os
 
 import pytest
 import torch
