@@ -41,6 +41,11 @@ def pytest_configure(config) -> None:
     config.addinivalue_line(
         'markers', 'recipe: runs a shipped config end to end through the '
         'tools (slow; deselect with -m "not recipe")')
+    # Slow tests still run in `bash tools/test.sh`; `-m "not slow"` skips
+    # them for a quick check.
+    config.addinivalue_line(
+        'markers', 'slow: seconds to minutes (fault injection through the '
+        'real tools); deselect with -m "not slow"')
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

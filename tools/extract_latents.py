@@ -43,14 +43,16 @@ import torch
 from mmengine.config import DictAction
 from mmengine.dataset import default_collate
 from mmengine.dist import barrier, get_dist_info
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from decq_plugin.apis import build_tokenizer_from_config  # noqa: E402
 from decq_plugin.datasets.latent_dataset import (  # noqa: E402
-    META_FILE, LatentShardWriter)
+    META_FILE, LatentShardWriter, read_meta_file, verify_folder)
+from decq_plugin.datasets.sample_seed import (  # noqa: E402
+    SeededIndex, mix_seed, seed_everything_for)
 from decq_plugin.registry import DATASETS  # noqa: E402
 from decq_plugin.utils.launch import (check_file, init_launcher,  # noqa: E402
                                       load_config)
@@ -61,11 +63,19 @@ CONFIG_TRANSFORM = 'config'
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config', help='stage-1 or stage-2 config')
-    parser.add_argument('checkpoint', help="tokenizer checkpoint (stage-1 "
-                        "AutoencoderModel or stage-2 model); 'none' keeps the"
-                        ' weights the config builds')
-    parser.add_argument('--out-dir', required=True, help='latent folder')
+    parser.add_argument('config', nargs='?',
+                        help='stage-1 or stage-2 config')
+    parser.add_argument('checkpoint', nargs='?', help="tokenizer checkpoint "
+                        "(stage-1 AutoencoderModel or stage-2 model); 'none' "
+                        'keeps the weights the config builds')
+    parser.add_argument('--out-dir', help='latent folder')
+    parser.add_argument('--verify', metavar='DIR',
+                        help='only check the latent folder DIR: every shard '
+                        'against the SHA-256 in its meta.json; exit code 1 '
+                        'when one is damaged or missing')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of the per-sample randomness of a random '
+                        'transform (--transform-from-config)')
     parser.add_argument('--stats', default=None,
                         help="latent statistics file (default: the config's "
                         "model.tokenizer.latent_stats); 'none' writes raw "
@@ -93,6 +103,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'],
                         default='none')
     args = parser.parse_args(argv)
+    if args.verify is None and not (args.config and args.checkpoint
+                                    and args.out_dir):
+        parser.error('CONFIG, CHECKPOINT and --out-dir are required '
+                     '(or --verify DIR alone)')
     for name in ('batch_size', 'shard_size', 'max_images'):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -166,8 +180,26 @@ def read_meta(folder: str) -> Optional[dict]:
     path = osp.join(folder, META_FILE)
     if not osp.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return read_meta_file(path)
+
+
+class SeededPositions(Dataset):
+    """Positions ``positions`` of ``dataset``, each item drawn with its own
+    seed ``mix_seed(seed, position)`` (the same whichever run, batch or
+    worker reads it)."""
+
+    def __init__(self, dataset: Dataset, positions: List[int],
+                 seed: int) -> None:
+        self.dataset, self.positions, self.seed = dataset, positions, seed
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int):
+        position = self.positions[i]
+        index = SeededIndex(position, mix_seed(self.seed, position))
+        seed_everything_for(index)  # for transforms on the global RNGs
+        return self.dataset[index]
 
 
 def check_resume_settings(meta: dict, folder: str, settings: dict,
@@ -210,7 +242,8 @@ def extract_rank(tokenizer: torch.nn.Module, dataset: Dataset, folder: str,
                  dtype: str = 'float16', flip: bool = True,
                  file_format: str = 'safetensors', tokenizer_name: str = '',
                  settings: Optional[dict] = None,
-                 device: str = 'cpu', progress: bool = True) -> int:
+                 device: str = 'cpu', progress: bool = True,
+                 seed: int = 0) -> int:
     """Encode dataset positions ``rank, rank + world_size, ...`` (of the
     first ``num_images``) into the latent folder ``folder``, continuing
     what an earlier run left there. Returns the samples encoded now."""
@@ -237,7 +270,8 @@ def extract_rank(tokenizer: torch.nn.Module, dataset: Dataset, folder: str,
                                tokenizer=tokenizer_name,
                                normalised=normalised, extra_meta=settings)
     todo = positions[writer.num_written:]
-    loader = DataLoader(Subset(dataset, todo), batch_size=batch_size,
+    loader = DataLoader(SeededPositions(dataset, todo, seed),
+                        batch_size=batch_size,
                         shuffle=False, num_workers=num_workers,
                         collate_fn=default_collate)
     store = getattr(torch, dtype)
@@ -282,7 +316,8 @@ def merge_rank_folders(out_dir: str, world_size: int) -> dict:
     for r, meta in enumerate(metas):
         for shard in meta['shards']:
             shards.append(dict(file=f'rank_{r}/{shard["file"]}', start=count,
-                               count=shard['count']))
+                               count=shard['count'],
+                               sha256=shard.get('sha256')))
             count += shard['count']
     merged.update(count=count, complete=True, shards=shards,
                   world_size=world_size,
@@ -293,6 +328,14 @@ def merge_rank_folders(out_dir: str, world_size: int) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.verify is not None:
+        problems = verify_folder(args.verify)
+        for problem in problems:
+            print(problem)
+        if any('carry no checksum' not in p for p in problems):
+            sys.exit(1)
+        print(f'{args.verify}: every shard matches its checksum')
+        return read_meta(args.verify)
     init_launcher(args.launcher)
     rank, world_size = get_dist_info()
     checkpoint = None if args.checkpoint == 'none' else args.checkpoint
@@ -344,7 +387,8 @@ def main(argv=None) -> dict:
         shard_size=args.shard_size, dtype=args.dtype,
         flip=not args.no_flip, file_format=args.file_format,
         tokenizer_name=osp.splitext(osp.basename(args.config))[0],
-        settings=settings, device=device, progress=rank == 0)
+        settings=settings, device=device, progress=rank == 0,
+        seed=args.seed)
     barrier()
     meta = merge_rank_folders(args.out_dir, world_size) if (
         rank == 0 and not single) else read_meta(folder)

@@ -23,6 +23,8 @@ from mmengine.config import Config, DictAction
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from decq_plugin.engine.checkpoint_files import \
+    resolve_auto_resume  # noqa: E402
 from decq_plugin.utils import register_all_modules  # noqa: E402
 from decq_plugin.utils.launch import (  # noqa: E402
     PRECISIONS, add_launcher_arguments, apply_precision, build_runner,
@@ -126,6 +128,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             sys.exit(f'train.py: error: {error}')
     register_all_modules(init_default_scope=False)
     set_matmul_precision(cfg.get('precision', 'fp32'))
+    # --resume without a file: the newest *complete* checkpoint.
+    resolve_auto_resume(cfg)
     runner = build_runner(cfg)
     runner.train()
 

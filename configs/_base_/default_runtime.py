@@ -6,12 +6,20 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
+    # Written whole or not at all, finite only, with every random state:
+    # a killed run resumes bit-identically (engine/hooks/
+    # resumable_checkpoint_hook.py).
     checkpoint=dict(
-        type='CheckpointHook', interval=1, max_keep_ckpts=3, save_last=True),
+        type='ResumableCheckpointHook', interval=1, max_keep_ckpts=3,
+        save_last=True),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     # Checkpoints load with torch.load(weights_only=True) and no allowed
     # globals (torch >= 2.6); see decq_plugin/engine/checkpoint.py.
     safe_checkpoint=dict(type='SafeCheckpointHook'),
+    # A NaN/Inf loss or gradient skips that update; 20 in a row stop the run.
+    non_finite=dict(type='NonFiniteGuardHook', max_consecutive=20),
+    # Cached latents must come from the model's tokenizer (stage 2).
+    latent_check=dict(type='LatentLayoutCheckHook'),
 )
 
 env_cfg = dict(
@@ -27,3 +35,7 @@ log_level = 'INFO'
 load_from = None
 resume = False
 randomness = dict(seed=0, deterministic=False)
+# Set to True to let load_from fill only the keys that fit the model.
+allow_partial_load_from = False
+# Set to True to keep top-level keys that look like misspelt runner keys.
+allow_unknown_keys = False

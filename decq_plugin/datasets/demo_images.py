@@ -50,6 +50,7 @@ from torch.utils.data import Dataset
 
 from decq_plugin.registry import DATASETS
 from .image_folder import load_rgb_image
+from .sample_seed import sample_generator
 from .transforms import (RandomResizedCropFlip, adm_center_crop,
                          box_downsample, check_positive_int, to_tensor01)
 
@@ -104,8 +105,8 @@ class DemoImageDataset(Dataset):
     Args:
         mode: ``'train'``: item ``i`` is a random resized crop (area fraction
             in ``scale``, aspect 3/4..4/3) of photo ``i % num_classes``,
-            resized to ``image_size`` and randomly flipped (torch's global
-            RNG, so MMEngine's seed makes it reproducible).
+            resized to ``image_size`` and randomly flipped (seeded per sample
+            by ``SeededSampler``, else torch's global RNG).
             ``'val'``: fixed tiles: for each photo and each ``g`` in
             ``val_grids``, the ADM centre crop at ``g * image_size`` cut into
             ``g x g`` tiles (``g = 1`` is the plain ADM centre crop).
@@ -176,10 +177,11 @@ class DemoImageDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         if not -len(self) <= index < len(self):
             raise IndexError(f'index {index} out of range for {len(self)}')
+        generator = sample_generator(index)
         index %= len(self)
         if self.mode == 'train':
             label = index % len(self.classes)
-            inputs = self.crop(self.images[label])
+            inputs = self.crop(self.images[label], generator)
         else:
             inputs, label = self.tiles[index]
             inputs = inputs.clone()

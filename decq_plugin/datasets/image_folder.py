@@ -13,6 +13,7 @@ Every image is converted to 8-bit RGB (grayscale, palette, CMYK, alpha and
 :class:`CorruptImageError` naming it; with ``skip_corrupt=True`` a warning
 naming it is logged and the next readable image (in file order) is returned.
 """
+import inspect
 import logging
 import os
 import os.path as osp
@@ -23,6 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from decq_plugin.registry import DATASETS
+from .sample_seed import sample_generator, seed_everything_for
 from .transforms import (AdmCenterCrop, RAETrainCrop, build_transform,
                          pil_to_rgb)
 
@@ -180,6 +182,18 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _transform(self, img: Image.Image, index: int):
+        """The transform of ``img``, seeded per sample when ``index`` is
+        a :class:`SeededIndex` (through its ``generator`` argument, or the
+        global RNGs for a transform without one)."""
+        generator = sample_generator(index)
+        if generator is None:
+            return self.transform(img)
+        if 'generator' in inspect.signature(self.transform).parameters:
+            return self.transform(img, generator=generator)
+        seed_everything_for(index)
+        return self.transform(img)
+
     def __getitem__(self, index: int) -> dict:
         if not -len(self) <= index < len(self):
             raise IndexError(f'index {index} out of range for {len(self)}')
@@ -193,7 +207,7 @@ class ImageFolderDataset(Dataset):
                 print_log(f'skip_corrupt: {err}; using the next image',
                           logger='current', level=logging.WARNING)
                 continue
-            return dict(inputs=self.transform(img),
+            return dict(inputs=self._transform(img, index),
                         data_samples=dict(gt_label=label, img_path=path))
         raise RuntimeError(f'no image in {self.data_root!r} could be read; '
                            'see the warnings above')

@@ -24,7 +24,9 @@ Layout of a latent folder (written by :class:`LatentShardWriter`, used by
     count         samples in all listed shards
     complete      false while extraction runs or after it was interrupted
     shards        [{"file": "shard_00000.safetensors", "start": 0,
-                    "count": n}, ...]  (shard k holds samples start..start+n-1)
+                    "count": n, "sha256": hex}, ...]  (shard k holds samples
+                  start..start+n-1; the SHA-256 of its file is checked
+                  on first read)
     ...           any extra keys given to the writer (``extra_meta``)
 
 Tensors of a shard holding ``n`` samples::
@@ -45,6 +47,7 @@ every listed shard. A new writer on the same folder continues after them:
 extraction tool reads its images in a fixed order and skips those.
 """
 import bisect
+import hashlib
 import json
 import os
 import os.path as osp
@@ -56,6 +59,7 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
 from decq_plugin.registry import DATASETS
+from .sample_seed import sample_generator
 from .transforms import check_positive_int
 
 META_FILE = 'meta.json'
@@ -65,6 +69,55 @@ LATENT_KEYS = ('patch', 'query')
 _FILE_FORMATS = ('safetensors', 'pt')
 _EXTRACT_HINT = ('write the folder with tools/extract_latents.py '
                  '(decq_plugin.datasets.latent_dataset.LatentShardWriter)')
+
+
+class LatentFolderError(ValueError):
+    """A latent folder or one of its shards is damaged or does not fit;
+    the message names the file and what to do."""
+
+
+def file_sha256(path: str, chunk: int = 1 << 23) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(chunk), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_meta_file(path: str) -> dict:
+    """``meta.json`` as a dict, or a :class:`LatentFolderError` naming the
+    file when it is not valid JSON (e.g. half-written)."""
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise LatentFolderError(
+            f'{path} is not valid JSON ({err}): the file is damaged or was '
+            'cut short. Rerun tools/extract_latents.py with the same '
+            'arguments into a new --out-dir (or restore the file)') from None
+    if not isinstance(meta, dict) or not isinstance(meta.get('shards'),
+                                                     list):
+        raise LatentFolderError(
+            f"{path} does not hold a latent folder's metadata (no 'shards' "
+            f'list); {_EXTRACT_HINT}')
+    return meta
+
+
+def verify_shard(folder: str, shard: dict) -> Optional[str]:
+    """Why shard ``shard`` (an entry of ``meta['shards']``) of ``folder`` is
+    damaged, or None when it is intact (or carries no checksum)."""
+    path = osp.join(folder, shard['file'])
+    if not osp.isfile(path):
+        return f'{path} is missing'
+    expected = shard.get('sha256')
+    if not expected:
+        return None
+    actual = file_sha256(path)
+    if actual != expected:
+        return (f'{path} is damaged: its SHA-256 is {actual[:16]}..., '
+                f'{META_FILE} records {expected[:16]}...')
+    return None
 
 
 def _atomic_write_json(path: str, obj: dict) -> None:
@@ -131,8 +184,7 @@ class LatentShardWriter:
                      complete=False, shards=[], **(extra_meta or {}))
         meta_path = osp.join(self.out_dir, META_FILE)
         if osp.exists(meta_path):
-            with open(meta_path) as f:
-                self.meta = json.load(f)
+            self.meta = read_meta_file(meta_path)
             self._check_resume(fresh)
         else:
             self.meta = fresh
@@ -233,9 +285,11 @@ class LatentShardWriter:
             save_file(tensors, tmp)
         else:
             torch.save(tensors, tmp)
+        digest = file_sha256(tmp)
         os.replace(tmp, path)
         self.meta['shards'].append(
-            dict(file=name, start=self.meta['count'], count=n))
+            dict(file=name, start=self.meta['count'], count=n,
+                 sha256=digest))
         self.meta['count'] += n
         _atomic_write_json(osp.join(self.out_dir, META_FILE), self.meta)
 
@@ -258,6 +312,21 @@ class LatentShardWriter:
             self.close()
 
 
+def _open_shard(path: str):
+    """An open shard, or a :class:`LatentFolderError` naming the file."""
+    try:
+        if path.endswith('.safetensors'):
+            return safe_open(path, framework='pt')
+        return torch.load(path, map_location='cpu', weights_only=True,
+                          mmap=True)
+    except Exception as err:  # SafetensorError, UnpicklingError, OSError
+        raise LatentFolderError(
+            f'cannot read latent shard {path} ({type(err).__name__}: '
+            f'{str(err)[:200]}); it is damaged, cut short or not a shard. '
+            'Shards are read as plain tensors only (weights_only=True); '
+            'extract the latents again (tools/extract_latents.py)') from None
+
+
 @DATASETS.register_module()
 class CachedLatentDataset(Dataset):
     """Latents written by :class:`LatentShardWriter`.
@@ -271,10 +340,13 @@ class CachedLatentDataset(Dataset):
 
     Args:
         data_root: the latent folder.
-        use_flip: with probability 0.5 (torch's global RNG) return the
+        use_flip: with probability 0.5 (seeded per sample by
+            ``SeededSampler``, else torch's global RNG) return the
             latents of the flipped image; needs ``has_flip`` in the folder.
         dtype: dtype of the returned tensors, e.g. ``'float32'``.
         max_samples: use only the first ``max_samples``.
+        verify: check each shard's SHA-256 (recorded in ``meta.json``) the
+            first time this process opens it.
 
     One shard is open at a time (memory-mapped); reading in order, as
     within a shuffled shard-sized window, touches each shard once.
@@ -282,15 +354,15 @@ class CachedLatentDataset(Dataset):
 
     def __init__(self, data_root: str, use_flip: bool = True,
                  dtype: str = 'float32',
-                 max_samples: Optional[int] = None) -> None:
+                 max_samples: Optional[int] = None,
+                 verify: bool = True) -> None:
         super().__init__()
         self.data_root = os.fspath(data_root)
         meta_path = osp.join(self.data_root, META_FILE)
         if not osp.isfile(meta_path):
             raise FileNotFoundError(f'no {META_FILE} in {self.data_root!r}; '
                                     f'{_EXTRACT_HINT}')
-        with open(meta_path) as f:
-            self.meta = json.load(f)
+        self.meta = read_meta_file(meta_path)
         if self.meta.get('format') != FORMAT_NAME:
             raise ValueError(f'{meta_path} is not a {FORMAT_NAME} folder')
         if not self.meta['complete']:
@@ -312,6 +384,8 @@ class CachedLatentDataset(Dataset):
         count = self.meta['count']
         self._len = count if max_samples is None else min(count, max_samples)
         self._cache = None  # (shard index, open shard): an LRU of one
+        self.verify = bool(verify)
+        self._verified = set()  # shards checked in this process
 
     @property
     def latent_shapes(self) -> Dict[str, tuple]:
@@ -327,13 +401,17 @@ class CachedLatentDataset(Dataset):
 
     def _shard(self, k: int):
         if self._cache is None or self._cache[0] != k:
-            path = osp.join(self.data_root, self.meta['shards'][k]['file'])
-            if path.endswith('.safetensors'):
-                handle = safe_open(path, framework='pt')
-            else:
-                handle = torch.load(path, map_location='cpu',
-                                    weights_only=True, mmap=True)
-            self._cache = (k, handle)
+            entry = self.meta['shards'][k]
+            path = osp.join(self.data_root, entry['file'])
+            if self.verify and k not in self._verified:
+                problem = verify_shard(self.data_root, entry)
+                if problem:
+                    raise LatentFolderError(
+                        f'{problem}. Find every damaged shard with '
+                        f'tools/extract_latents.py --verify {self.data_root}'
+                        ' and extract the latents again into a new folder')
+                self._verified.add(k)
+            self._cache = (k, _open_shard(path))
         return self._cache[1]
 
     def _row(self, shard, key: str, row: int) -> torch.Tensor:
@@ -344,11 +422,13 @@ class CachedLatentDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         if not -self._len <= index < self._len:
             raise IndexError(f'index {index} out of range for {self._len}')
+        generator = sample_generator(index)
         index %= self._len
         k = bisect.bisect_right(self._starts, index) - 1
         row = index - self._starts[k]
         shard = self._shard(k)
-        flip = self.use_flip and bool(torch.rand(()) < 0.5)
+        flip = self.use_flip and bool(
+            torch.rand((), generator=generator) < 0.5)
         suffix = '_flip' if flip else ''
         inputs = {key: self._row(shard, key + suffix, row).to(
             self.dtype, copy=True) for key in self.keys}
@@ -364,3 +444,28 @@ class CachedLatentDataset(Dataset):
         return (f'CachedLatentDataset(data_root={self.data_root!r}, '
                 f'len={len(self)}, shapes={self.latent_shapes}, '
                 f'use_flip={self.use_flip})')
+
+
+def verify_folder(folder: str) -> List[str]:
+    """Every problem of a latent folder: an unreadable ``meta.json``, and
+    each shard that is missing or whose SHA-256 differs from the one
+    recorded (empty when all is well). Merged multi-process folders are
+    checked shard by shard too."""
+    meta_path = osp.join(folder, META_FILE)
+    if not osp.isfile(meta_path):
+        return [f'no {META_FILE} in {folder}; {_EXTRACT_HINT}']
+    try:
+        meta = read_meta_file(meta_path)
+    except LatentFolderError as err:
+        return [str(err)]
+    problems = []
+    unchecked = 0
+    for shard in meta['shards']:
+        problem = verify_shard(folder, shard)
+        if problem:
+            problems.append(problem)
+        unchecked += not shard.get('sha256')
+    if unchecked:
+        problems.append(f'{unchecked} shards of {folder} carry no checksum '
+                        '(written by an older version): not verified')
+    return problems

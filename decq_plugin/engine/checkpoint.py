@@ -135,10 +135,39 @@ def safe_load_checkpoint(path: str,
             f'{err})') from err
 
 
+def data_only_meta(checkpoint: Dict[str, Any], path: str) -> None:
+    """Keep MMEngine from turning checkpoint content into code or config.
+
+    ``Runner.resume`` parses ``meta['config']`` as Python source
+    (``Config.fromstring``) and re-seeds from ``meta['seed']``; a
+    plain-data file could thus run code. MMEngine itself writes the config
+    text as ``meta['cfg']`` (never parsed), so ``meta['config']`` is
+    dropped, and a seed that is not an int is refused. The run's config
+    always comes from the command line."""
+    meta = checkpoint.get('meta')
+    if not isinstance(meta, dict):
+        return
+    if 'config' in meta:
+        meta.pop('config')
+        print_log(f"{path}: ignored meta['config'] (checkpoint content is "
+                  'never read as config or code)', logger='current',
+                  level=logging.WARNING)
+    seed = meta.get('seed')
+    if seed is not None and type(seed) is not int:
+        raise CheckpointFormatError(
+            f"{path!r}: meta['seed'] must be an int, got "
+            f'{type(seed).__name__}; the file was not written by an MMEngine '
+            'runner')
+
+
 def load_from_safe_local(filename: str,
                          map_location: MapLocation = None) -> Dict[str, Any]:
-    """MMEngine ``CheckpointLoader`` backend for local paths."""
-    return safe_load_checkpoint(filename, map_location=map_location)
+    """MMEngine ``CheckpointLoader`` backend for local paths (resume,
+    ``load_from``, ``load_checkpoint``): plain data only, and nothing in
+    ``meta`` that MMEngine would parse (:func:`data_only_meta`)."""
+    checkpoint = safe_load_checkpoint(filename, map_location=map_location)
+    data_only_meta(checkpoint, filename)
+    return checkpoint
 
 
 def install_safe_loader() -> None:

@@ -122,7 +122,10 @@ class InceptionV3FeatureExtractor(nn.Module):
         path = _resolve_weights(weights_path, allow_download)
         from torch_fidelity.feature_extractor_inceptionv3 import \
             FeatureExtractorInceptionV3  # slow import (torchvision)
-        state_dict = torch.load(path, map_location='cpu', weights_only=True)
+        from decq_plugin.engine.checkpoint import safe_load_checkpoint
+        state_dict = safe_load_checkpoint(  # plain tensors; names the file
+            path, expected='the torch-fidelity Inception-v3 state dict '
+            '(feature_extractor.weights_path)')
         # torch-fidelity unpickles its weights with weights_only=False; what
         # it gets here holds nothing but the tensors loaded safely above
         buffer = io.BytesIO()

@@ -18,8 +18,8 @@ from torch import nn
 
 from decq_plugin.registry import MODELS
 from .compile_regions import compile_regions
-from .losses.adversarial import (adaptive_weight, generator_hinge_loss,
-                                 hinge_d_loss)
+from .losses.adversarial import (ADAPTIVE_BATCHES, adaptive_weight,
+                                 generator_hinge_loss, hinge_d_loss)
 from .state_dict_keys import use_wrapper_free_keys
 
 
@@ -58,6 +58,12 @@ class AutoencoderModel(BaseModel):
             (the decoder blocks and the discriminator's feature-network
             blocks) or a dict with ``regions`` and ``torch.compile``
             arguments.
+        adaptive_weight_batch: ``'local'`` (default, as the reference
+            recipe computes it): each process takes the gradient norms of
+            its own share of the batch, so the weight depends on the number
+            of processes; ``'global'``: the gradients are averaged over all
+            processes first, so N processes get the weight of one process
+            on the whole batch.
     """
 
     #: Regions compiled by ``compile=True``.
@@ -77,6 +83,7 @@ class AutoencoderModel(BaseModel):
                  schedule_unit: str = 'epoch',
                  adaptive_weight_max: float = 1e4,
                  compile: Union[bool, dict, None] = False,
+                 adaptive_weight_batch: str = 'local',
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor,
@@ -104,6 +111,11 @@ class AutoencoderModel(BaseModel):
         self.adaptive_weight_max = adaptive_weight_max
         self.compiled_regions = compile_regions(
             self, compile, self.default_compile_regions)
+        if adaptive_weight_batch not in ADAPTIVE_BATCHES:
+            raise ValueError(
+                f'adaptive_weight_batch={adaptive_weight_batch!r} must be '
+                f'one of {ADAPTIVE_BATCHES}')
+        self.adaptive_weight_batch = adaptive_weight_batch
 
     # -- schedule ------------------------------------------------------------
     def _progress(self) -> int:
@@ -151,7 +163,8 @@ class AutoencoderModel(BaseModel):
             rec, g_loss = extra
             weight = adaptive_weight(rec, g_loss,
                                      unwrap(self.tokenizer).last_layer,
-                                     self.adaptive_weight_max)
+                                     self.adaptive_weight_max,
+                                     batch=self.adaptive_weight_batch)
             losses['loss_gan'] = self.gan_weight * weight * g_loss
             losses['gan_adaptive_weight'] = weight
         return losses, recon.detach()

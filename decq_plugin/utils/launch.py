@@ -2,12 +2,14 @@
 with clear errors, apply command-line overrides, build the runner."""
 import inspect
 import os.path as osp
-import warnings
+import sys
 from typing import Dict, List, Optional, Tuple, Union
 
 from mmengine.config import Config, ConfigDict
 
 from decq_plugin.registry import SCOPE
+from .config_check import check_top_level_keys
+from .quiet_imports import import_pkg_resources_quietly
 from .setup_env import register_config_package
 
 # Optim wrapper types that ``--amp`` may switch to ``AmpOptimWrapper``.
@@ -92,15 +94,18 @@ def load_config(path: str, cfg_options: Optional[Dict] = None) -> Config:
         the file chose another.
     """
     check_file(path, 'config file')
+    import_pkg_resources_quietly()
     register_config_package()
     cfg = Config.fromfile(path)
     if cfg_options:
         missing = unknown_keys(cfg, cfg_options)
         if missing:
-            warnings.warn(
-                f'--cfg-options keys not in {path}: {missing}; they are '
-                'added as new keys (check the spelling).')
+            # On stderr, not through `warnings`: filters must not hide it.
+            print(f'WARNING: --cfg-options keys not in {path}: {missing}; '
+                  'they are added as new keys (check the spelling).',
+                  file=sys.stderr)
         cfg.merge_from_dict(cfg_options)
+    check_top_level_keys(cfg, path)
     cfg.setdefault('default_scope', SCOPE)
     drop_function_scopes(cfg)
     return cfg

@@ -1,2 +1,3 @@
 """Runner hooks."""
-from . import sample_grid_hook  # noqa: F401
+from . import (latent_layout_check_hook, non_finite_guard_hook,  # noqa: F401
+               resumable_checkpoint_hook, sample_grid_hook)

@@ -76,9 +76,16 @@ class ViTPixelDecoder(nn.Module):
                 raise ValueError(f"arch='{arch}' is not one of "
                                  f'{sorted(DECODER_PRESETS)} nor a dict')
             arch = DECODER_PRESETS[arch]
-        missing = {'width', 'depth', 'num_heads', 'mlp_dim'} - set(arch)
+        allowed = {'width', 'depth', 'num_heads', 'mlp_dim'}
+        missing = allowed - set(arch)
         if missing:
             raise ValueError(f'arch dict lacks {sorted(missing)}')
+        unknown = set(arch) - allowed
+        if unknown:
+            raise ValueError(
+                f'arch dict has unknown keys {sorted(unknown)} (allowed: '
+                f'{sorted(allowed)}); check the spelling of the decoder\'s '
+                'arch in the config (e.g. model.tokenizer.decoder.arch)')
         if num_queries < 0:
             raise ValueError(f'num_queries={num_queries} must be >= 0')
         if (out_mean is None) != (out_std is None):

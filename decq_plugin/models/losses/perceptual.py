@@ -41,7 +41,15 @@ def _load_trunk_state(net: str,
             raise MissingPretrainedWeightsError(
                 f'LPIPSLoss: trunk_weights_path={path!r} does not exist; it '
                 f'should be torchvision\'s {file_name} ({url}).')
-        return torch.load(path, map_location='cpu', weights_only=True)
+        from decq_plugin.engine.checkpoint import safe_load_checkpoint
+        try:  # plain tensors only; the error names the file
+            return safe_load_checkpoint(
+                path, expected=f"torchvision's {file_name} state dict")
+        except ValueError as err:
+            raise MissingPretrainedWeightsError(
+                f'{err} (config key: model.perceptual_loss.'
+                f'trunk_weights_path); it should be torchvision\'s '
+                f'{file_name} ({url}).') from None
     try:
         return torch.hub.load_state_dict_from_url(
             url, map_location='cpu', weights_only=True, check_hash=True)

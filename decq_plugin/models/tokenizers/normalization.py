@@ -68,7 +68,16 @@ class LatentNormalizer(nn.Module):
                 f"latent statistics file '{path}' does not exist; write it "
                 'with tools/compute_latent_stats.py CONFIG CHECKPOINT --out '
                 f'{path}')
-        stats = torch.load(path, map_location='cpu', weights_only=True)
+        from decq_plugin.engine.checkpoint import safe_load_checkpoint
+        try:  # plain tensors only; the error names the file
+            stats = safe_load_checkpoint(
+                path, expected="latent statistics ({key}_mean/{key}_var "
+                'tensors, written by tools/compute_latent_stats.py)')
+        except ValueError as err:
+            raise LatentStatsError(
+                f'{err} (config key: model.tokenizer.latent_stats, or '
+                '--stats); write the file again with '
+                'tools/compute_latent_stats.py') from None
         if not isinstance(stats, dict):
             raise LatentStatsError(f"'{path}' is not a latent stats file")
         self.set_stats(stats, source=path)
@@ -85,6 +94,11 @@ class LatentNormalizer(nn.Module):
                 if name not in stats:
                     raise LatentStatsError(f"{source} has no '{name}' "
                                            f'(keys: {sorted(stats)})')
+                if not torch.is_tensor(stats[name]):
+                    raise LatentStatsError(
+                        f"{source}: '{name}' is a "
+                        f'{type(stats[name]).__name__}, not a tensor; write '
+                        'the file with tools/compute_latent_stats.py')
                 value = torch.as_tensor(stats[name], dtype=torch.float32)
                 if value.dim() == len(shape) + 1 and value.shape[0] == 1:
                     value = value[0]

@@ -1,7 +1,6 @@
 """Latent normalisation: the statistics file, the round trip, normalised
 latents of the data the statistics came from, and checkpoints that carry
 the statistics (tiny tokenizers, offline, CPU)."""
-import pickle
 
 import pytest
 import torch
@@ -145,11 +144,15 @@ def test_stats_file_is_not_unpickled(tmp_path):
     stats = _random_stats()
     stats['extra'] = _Payload()
     torch.save(stats, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(LatentStatsError) as err:
         LatentNormalizer(SHAPES, path)
+    # The message names the file and the config key, and never suggests
+    # weights_only=False.
+    assert path in str(err.value) and 'latent_stats' in str(err.value)
+    assert 'weights_only=False' not in str(err.value)
     not_a_dict = str(tmp_path / 'list.pt')
     torch.save([torch.zeros(1)], not_a_dict)
-    with pytest.raises(LatentStatsError, match='not a latent stats file'):
+    with pytest.raises(LatentStatsError, match='holds a list'):
         LatentNormalizer(SHAPES, not_a_dict)
 
 

@@ -1,0 +1,76 @@
+"""The hook that puts :mod:`decq_plugin.engine.non_finite` on every
+optimizer of a run and reports what it skipped."""
+import math
+from typing import Optional
+
+from mmengine.hooks import Hook
+from mmengine.optim import OptimWrapperDict
+
+from decq_plugin.registry import HOOKS
+from ..non_finite import SkipCounter, guard_optim_wrapper
+
+COUNT_KEY = 'nonfinite_skips'
+
+
+@HOOKS.register_module()
+class NonFiniteGuardHook(Hook):
+    """Skip every update whose loss or gradient is NaN/Inf (all optimizers:
+    stage 1's tokenizer and discriminator, stage 2's denoiser), log and
+    count it (``train/nonfinite_skips`` in the log; the total survives a
+    resume), and stop with ``NonFiniteTrainingError`` after
+    ``max_consecutive`` skips in a row of one optimizer.
+
+    Works with and without AMP (see :func:`guard_optim_wrapper`). Enabled
+    in ``configs/_base_/default_runtime.py`` as
+    ``default_hooks.non_finite``.
+
+    Args:
+        max_consecutive: skips in a row that stop the run.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, max_consecutive: int = 20) -> None:
+        self.counter = SkipCounter(
+            max_consecutive,
+            hint='Look for bad data (NaN/Inf pixels or latents; '
+            '`tools/extract_latents.py --verify` checks latent shards), '
+            'lower the learning rate, then resume from the last checkpoint '
+            '(tools/train.py CONFIG --resume); the limit is the config key '
+            f'default_hooks.non_finite.max_consecutive={max_consecutive}.')
+
+    def before_train(self, runner) -> None:
+        wrappers = runner.optim_wrapper
+        if isinstance(wrappers, OptimWrapperDict):
+            items = list(wrappers.items())
+        else:
+            items = [('optim_wrapper', wrappers)]
+        for name, wrapper in items:
+            guard_optim_wrapper(wrapper, name, self.counter)
+        stored = runner.message_hub.get_info(COUNT_KEY)
+        if isinstance(stored, dict):
+            self.counter.total.update(
+                {str(k): int(v) for k, v in stored.items()})
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch: Optional[dict] = None) -> None:
+        self.counter.skipped_now = []
+
+    def after_train_iter(self, runner, batch_idx: int,
+                         data_batch: Optional[dict] = None,
+                         outputs: Optional[dict] = None) -> None:
+        total = sum(self.counter.total.values())
+        runner.message_hub.update_info(COUNT_KEY, dict(self.counter.total))
+        runner.message_hub.update_scalar(f'train/{COUNT_KEY}', total)
+        if self.counter.skipped_now and outputs:
+            bad = [k for k, v in outputs.items() if _not_finite(v)]
+            if bad:
+                runner.logger.warning(
+                    f'iteration {runner.iter + 1}: non-finite terms {bad}')
+
+
+def _not_finite(value) -> bool:
+    try:
+        return not math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,219 @@
+"""Checkpoints that a kill at any moment cannot spoil, and a resume that
+continues exactly where the saved run stopped.
+
+:class:`ResumableCheckpointHook` is MMEngine's ``CheckpointHook`` with:
+
+* each checkpoint written to ``NAME.partial``, flushed, then renamed, and
+  ``last_checkpoint`` replaced atomically after it; with ``max_keep_ckpts``
+  the old checkpoints are deleted only after the new one is in place;
+* no checkpoint written when the model, its EMA or the optimizer state
+  holds NaN/Inf (the run stops with :class:`NonFiniteStateError` naming
+  the tensors);
+* the random states of every process saved (``checkpoint['random_states']``,
+  one per rank) and, on resume, restored just before the first epoch (or
+  iteration) that follows, so the resumed run draws the same numbers;
+* validation during training leaves the random states as it found them
+  (the resumed run does not repeat the validation that followed the save);
+* a ``load_from`` checkpoint that fits the model only in part is an error
+  unless the config sets ``allow_partial_load_from = True``.
+
+Auto-resume (``--resume`` without a file) picks the checkpoint with
+:func:`~decq_plugin.engine.checkpoint_files.find_resume_checkpoint`.
+"""
+import logging
+import os
+import os.path as osp
+from typing import List, Optional
+
+from mmengine.dist import get_rank, get_world_size, is_main_process
+from mmengine.fileio import LocalBackend
+from mmengine.hooks import CheckpointHook
+from mmengine.logging import print_log
+from mmengine.runner import IterBasedTrainLoop
+from mmengine.runner.checkpoint import get_state_dict
+
+from decq_plugin.registry import HOOKS
+from .. import random_state
+from ..checkpoint_errors import StateDictMismatchError
+from ..checkpoint_files import (LAST_CHECKPOINT, atomic_write_text,
+                                non_finite_entries, publish)
+
+PARTIAL_SUFFIX = '.partial'
+ALLOW_PARTIAL_KEY = 'allow_partial_load_from'
+
+
+class NonFiniteStateError(RuntimeError):
+    """The training state holds NaN/Inf; no checkpoint was written."""
+
+
+@HOOKS.register_module()
+class ResumableCheckpointHook(CheckpointHook):
+    """``CheckpointHook`` for runs that must survive a kill (see module).
+
+    Args:
+        save_random_states: save and restore every process's RNG states.
+        check_finite: refuse to save a state holding NaN/Inf.
+        *args, **kwargs: as for ``CheckpointHook``.
+    """
+
+    def __init__(self, *args, save_random_states: bool = True,
+                 check_finite: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.save_random_states = bool(save_random_states)
+        self.check_finite = bool(check_finite)
+        self._states_to_save: Optional[list] = None
+        self._state_to_restore: Optional[dict] = None
+        self._val_state: Optional[dict] = None
+
+    # -- saving ---------------------------------------------------------------
+    def _non_finite_state(self, runner) -> List[str]:
+        bad = non_finite_entries(get_state_dict(runner.model), 'state_dict')
+        for hook in runner.hooks:
+            ema = getattr(hook, 'ema_model', None)
+            if ema is not None:
+                bad += non_finite_entries(ema.module.state_dict(),
+                                          'ema_state_dict')
+        if runner.optim_wrapper is not None and hasattr(
+                runner.optim_wrapper, 'state_dict'):
+            bad += non_finite_entries(runner.optim_wrapper.state_dict(),
+                                      'optimizer')
+        return bad
+
+    def _save_checkpoint_with_step(self, runner, step, meta):
+        if self.check_finite:
+            bad = self._non_finite_state(runner)
+            if bad:
+                raise NonFiniteStateError(
+                    f'not saving checkpoint {self.filename_tmpl.format(step)}'
+                    f' in {self.out_dir}: {len(bad)} tensors hold NaN/Inf, '
+                    f'e.g. {bad[:5]}. The last checkpoint written, '
+                    f'{self.last_ckpt!r}, is finite: resume from it '
+                    '(tools/train.py CONFIG --resume), after looking for bad '
+                    'data or lowering the learning rate. A non-finite loss or '
+                    'gradient is skipped by NonFiniteGuardHook '
+                    '(default_hooks.non_finite); is it in the config?')
+        if not isinstance(self.file_backend, LocalBackend):
+            return super()._save_checkpoint_with_step(runner, step, meta)
+        if self.save_random_states:
+            self._states_to_save = random_state.gather()
+        dropped = []
+        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and
+                                            self.keep_ckpt_ids[-1] == step):
+            if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
+                dropped.append(self.keep_ckpt_ids.popleft())
+            self.keep_ckpt_ids.append(step)
+            runner.message_hub.update_info('keep_ckpt_ids',
+                                           list(self.keep_ckpt_ids))
+        name = self.filename_tmpl.format(step)
+        final = osp.join(self.out_dir, name)
+        self.last_ckpt = final
+        runner.message_hub.update_info('last_ckpt', final)
+        try:
+            runner.save_checkpoint(
+                self.out_dir, name + PARTIAL_SUFFIX, self.file_client_args,
+                save_optimizer=self.save_optimizer,
+                save_param_scheduler=self.save_param_scheduler, meta=meta,
+                by_epoch=self.by_epoch, backend_args=self.backend_args,
+                **self.args)
+        finally:
+            self._states_to_save = None
+        if not is_main_process():
+            return
+        publish(final + PARTIAL_SUFFIX, final)
+        atomic_write_text(osp.join(runner.work_dir, LAST_CHECKPOINT), final)
+        for old in dropped:  # only now that the new one is complete
+            path = osp.join(self.out_dir, self.filename_tmpl.format(old))
+            if path != final and osp.isfile(path):
+                os.remove(path)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self._states_to_save is not None:
+            checkpoint['random_states'] = self._states_to_save
+
+    # -- loading --------------------------------------------------------------
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if runner._resume:
+            self._take_random_state(runner, checkpoint)
+        else:
+            self._check_load_from(runner, checkpoint)
+
+    def _take_random_state(self, runner, checkpoint: dict) -> None:
+        states = checkpoint.get('random_states')
+        if not self.save_random_states:
+            return
+        if not isinstance(states, list) or not states:
+            print_log('the resumed checkpoint holds no random states (not '
+                      'written by ResumableCheckpointHook): the run goes on, '
+                      'but not bit-identically to an uninterrupted one',
+                      logger='current', level=logging.WARNING)
+            return
+        if len(states) != get_world_size():
+            print_log(f'the resumed checkpoint holds the random states of '
+                      f'{len(states)} processes, this run has '
+                      f'{get_world_size()}: rank r takes state r mod '
+                      f'{len(states)}, so the run is not bit-identical to '
+                      'an uninterrupted one', logger='current',
+                      level=logging.WARNING)
+        self._state_to_restore = states[get_rank() % len(states)]
+        # Validate now, so a bad file fails at load, not an epoch later.
+        random_state._check(self._state_to_restore,
+                            "checkpoint['random_states']")
+
+    def _check_load_from(self, runner, checkpoint: dict) -> None:
+        if runner.cfg.get(ALLOW_PARTIAL_KEY, False):
+            return
+        state = checkpoint.get('state_dict', checkpoint)
+        if not isinstance(state, dict):
+            return
+        own = get_state_dict(runner.model)
+        found = {k[len('module.'):] if k.startswith('module.') else k: v
+                 for k, v in state.items()}
+        missing = [k for k in own if k not in found]
+        unexpected = [k for k in found if k not in own]
+        shapes = [f'{k}: checkpoint {tuple(found[k].shape)} vs model '
+                  f'{tuple(own[k].shape)}' for k in found
+                  if k in own and hasattr(found[k], 'shape')
+                  and tuple(found[k].shape) != tuple(own[k].shape)]
+        if not (missing or unexpected or shapes):
+            return
+        lines = [f'load_from={runner._load_from!r} does not fit '
+                 f'{type(runner.model).__name__}:']
+        if missing:
+            lines.append(f'{len(missing)} of {len(own)} model keys missing, '
+                         f'e.g. {missing[:5]}')
+        if unexpected:
+            lines.append(f'{len(unexpected)} of {len(found)} checkpoint keys '
+                         f'unexpected, e.g. {unexpected[:5]}')
+        if shapes:
+            lines.append(f'{len(shapes)} shape mismatches, e.g. {shapes[:3]}')
+        lines.append(f'load a checkpoint of this model, or set '
+                     f'{ALLOW_PARTIAL_KEY} = True in the config (or '
+                     f'--cfg-options {ALLOW_PARTIAL_KEY}=True) to load the '
+                     'keys that fit')
+        raise StateDictMismatchError('\n  '.join(lines))
+
+    # -- restoring at the right moment ----------------------------------------
+    def _restore_pending(self) -> None:
+        state, self._state_to_restore = self._state_to_restore, None
+        random_state.restore(state, "checkpoint['random_states']")
+
+    def before_train_epoch(self, runner) -> None:
+        # Before the epoch's data loader iterator draws its base seed.
+        if self._state_to_restore is not None and not isinstance(
+                runner.train_loop, IterBasedTrainLoop):
+            self._restore_pending()
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch=None) -> None:
+        # Iteration-based loops skip the consumed batches first.
+        if self._state_to_restore is not None:
+            self._restore_pending()
+        super().before_train_iter(runner, batch_idx, data_batch)
+
+    def before_val(self, runner) -> None:
+        self._val_state = random_state.capture()
+
+    def after_val(self, runner) -> None:
+        if self._val_state is not None:
+            random_state.restore(self._val_state)
+            self._val_state = None

@@ -1,0 +1,128 @@
+"""ResumableCheckpointHook and NonFiniteGuardHook on a tiny runner (the
+bit-identical resume of the real configs is tested in tests/faults)."""
+import itertools
+import os
+import os.path as osp
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from torch.utils.data import Dataset
+
+from decq_plugin.engine.checkpoint_files import (find_resume_checkpoint,
+                                                 is_complete_checkpoint)
+from decq_plugin.engine.hooks.resumable_checkpoint_hook import \
+    NonFiniteStateError
+from decq_plugin.engine.non_finite import NonFiniteTrainingError
+
+_names = itertools.count()
+
+
+class NoisyModel(BaseModel):
+    """Dropout and input noise: every step draws from torch's global RNG."""
+
+    def __init__(self, nan_at: int = -1) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.5),
+                                 nn.Linear(16, 1))
+        self.nan_at, self.calls = nan_at, 0
+
+    def forward(self, inputs, data_samples=None, mode='loss'):
+        self.calls += 1
+        x = inputs + 0.1 * torch.randn_like(inputs)
+        loss = (self.net(x).squeeze(1) - data_samples['y']).pow(2).mean()
+        if self.nan_at == 0 or self.calls == self.nan_at:
+            loss = loss * float('nan')
+        return dict(loss=loss)
+
+
+class Items(Dataset):
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(16, 4, generator=g), torch.randn(16)
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, i):
+        return dict(inputs=self.x[i], data_samples=dict(y=self.y[i]))
+
+
+def _runner(work_dir, epochs=3, resume=False, load_from=None, keep=1,
+            nan_at=-1, max_consecutive=20):
+    return Runner(
+        model=NoisyModel(nan_at), work_dir=str(work_dir),
+        experiment_name=f'resumable_{next(_names)}',
+        train_dataloader=dict(
+            dataset=Items(), sampler=dict(type='SeededSampler', shuffle=True),
+            batch_size=4, num_workers=0,
+            collate_fn=dict(type='default_collate')),
+        train_cfg=dict(by_epoch=True, max_epochs=epochs),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2)),
+        default_hooks=dict(
+            checkpoint=dict(type='ResumableCheckpointHook', interval=1,
+                            max_keep_ckpts=keep),
+            safe_checkpoint=dict(type='SafeCheckpointHook'),
+            non_finite=dict(type='NonFiniteGuardHook',
+                            max_consecutive=max_consecutive),
+            logger=dict(type='LoggerHook', interval=1)),
+        randomness=dict(seed=0), default_scope='decq_plugin',
+        resume=resume, load_from=load_from, log_level='WARNING')
+
+
+def _weights(runner):
+    return {k: v.clone() for k, v in runner.model.state_dict().items()}
+
+
+def test_old_checkpoints_go_only_after_the_new_one_is_complete(tmp_path):
+    _runner(tmp_path, keep=1).train()
+    names = sorted(os.listdir(tmp_path))
+    assert 'epoch_3.pth' in names and 'epoch_2.pth' not in names
+    assert not [n for n in names if n.endswith(('.partial', '.tmp'))]
+    assert open(tmp_path / 'last_checkpoint').read() == str(
+        tmp_path / 'epoch_3.pth')
+
+
+def test_auto_resume_falls_back_to_the_newest_complete(tmp_path):
+    _runner(tmp_path, keep=-1).train()
+    (tmp_path / 'last_checkpoint').write_text('')  # killed mid-write (old)
+    assert find_resume_checkpoint(str(tmp_path)) == str(
+        tmp_path / 'epoch_3.pth')
+    data = (tmp_path / 'epoch_3.pth').read_bytes()
+    (tmp_path / 'epoch_3.pth').write_bytes(data[:len(data) // 2])
+    assert not is_complete_checkpoint(str(tmp_path / 'epoch_3.pth'))
+    assert find_resume_checkpoint(str(tmp_path)) == str(
+        tmp_path / 'epoch_2.pth')
+    (tmp_path / 'last_checkpoint').unlink()
+    assert find_resume_checkpoint(str(tmp_path)) == str(
+        tmp_path / 'epoch_2.pth')
+
+
+def test_non_finite_loss_is_skipped_and_counted(tmp_path):
+    runner = _runner(tmp_path, epochs=1, nan_at=2)
+    runner.train()
+    info = runner.message_hub.get_info('nonfinite_skips')
+    assert info == {'optim_wrapper': 1}
+    assert all(bool(torch.isfinite(v).all())
+               for v in runner.model.state_dict().values())
+
+
+def test_non_finite_in_a_row_stops_the_run(tmp_path):
+    runner = _runner(tmp_path, epochs=1, nan_at=0, max_consecutive=3)
+    with pytest.raises(NonFiniteTrainingError, match='3 updates in a row'):
+        runner.train()
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    runner = _runner(tmp_path, epochs=2)
+    runner.train()  # writes epoch_1, epoch_2
+    with torch.no_grad():
+        runner.model.net[0].weight[0, 0] = float('inf')
+    hook = [h for h in runner.hooks if type(h).__name__ ==
+            'ResumableCheckpointHook'][0]
+    with pytest.raises(NonFiniteStateError, match='net.0.weight'):
+        hook._save_checkpoint_with_step(runner, 3, dict(epoch=3, iter=12))
+    assert not osp.exists(tmp_path / 'epoch_3.pth')
+    assert open(tmp_path / 'last_checkpoint').read().endswith('epoch_2.pth')
