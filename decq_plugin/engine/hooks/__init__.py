@@ -1,2 +1,2 @@
 """Runner hooks."""
-from . import sample_grid_hook  # noqa: F401
+from . import reconstruction_grid_hook, sample_grid_hook  # noqa: F401
