@@ -73,7 +73,8 @@ CHANGES = {
 for _name, (_tag, _, _size) in VFMS.items():
     if _tag != 'dinov2-b-reg':
         for _cfg in (f'rae/rae_{_tag}_vit-xl_8xb64-16e_in1k-256.py',
-                     f'decq/decq_q8-l0369_{_tag}_vit-xl_8xb64-16e_in1k-256.py'):
+                     f'decq/decq_q8-l0369_{_tag}_vit-xl_8xb64-16e_in1k-'
+                     '256.py'):
             CHANGES[_cfg] = {'model.tokenizer.encoder.model_name': _name,
                              'model.tokenizer.encoder.input_size': _size}
 # 512 px: VFM at 448 px (32x32 latents), crops at 512.

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from decq_plugin.apis import build_tokenizer_from_config
-from decq_plugin.benchmark.suite import SuiteError, load_suite
+from decq_plugin.benchmark.runner import SuiteRunner, load_entry_config
+from decq_plugin.benchmark.suite import SuiteError, load_suite, resolve_config
 from decq_plugin.benchmark.training import (TrainSettings,
                                             build_train_dataset,
                                             train_tokenizer)
@@ -45,6 +46,22 @@ def test_training_moves_only_trainable_parts():
                 'condenser.blocks.0.attn.kv.weight'):
         assert not torch.equal(before[key], after[key]), key
     assert not tok.training
+
+
+def test_same_seed_same_frozen_vfm():
+    """RAE and DecQ built under one seed start from one frozen VFM (the
+    encoder is built first), so the comparison isolates the method."""
+    suite = load_suite('builtin')
+    runner = SuiteRunner(suite, '/nonexistent', device='cpu')
+    cfgs = {e.name: e for e in suite.tokenizers}
+    vfms = []
+    for name in ('RAE', 'DecQ'):
+        entry = cfgs[name]
+        cfg = load_entry_config(resolve_config(entry, suite.root),
+                                entry.cfg_options)
+        vfms.append(runner.build(entry, cfg, seed=3).encoder.state_dict())
+    assert vfms[0].keys() == vfms[1].keys()
+    assert all(torch.equal(vfms[0][k], vfms[1][k]) for k in vfms[0])
 
 
 def test_train_settings_are_checked():

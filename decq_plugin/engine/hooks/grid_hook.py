@@ -70,7 +70,7 @@ class PeriodicGridHook(Hook):
         """The grid drawn with ``model``: uint8 ``[H', W', 3]``."""
         raise NotImplementedError
 
-    # -- shared ----------------------------------------------------------------
+    # -- shared --------------------------------------------------------------
     @staticmethod
     def _unwrap(model):
         return model.module if is_model_wrapper(model) else model
