@@ -96,7 +96,8 @@ EVALUATOR = Registry(
     'evaluator', parent=MMENGINE_EVALUATOR, scope=SCOPE,
     locations=['decq_plugin.evaluation'])
 VISUALIZERS = Registry(
-    'visualizer', parent=MMENGINE_VISUALIZERS, scope=SCOPE)
+    'visualizer', parent=MMENGINE_VISUALIZERS, scope=SCOPE,
+    locations=['decq_plugin.engine'])
 VISBACKENDS = Registry(
     'vis_backend', parent=MMENGINE_VISBACKENDS, scope=SCOPE)
 INFERENCERS = Registry(

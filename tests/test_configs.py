@@ -40,6 +40,14 @@ NAME = re.compile(r'^(?P<algo>[a-z0-9-]+)'
 
 RAE = 'rae/rae_dinov2-b-reg_vit-xl_8xb64-16e_in1k-256.py'
 DECQ = 'decq/decq_q8-l0369_dinov2-b-reg_vit-xl_8xb64-16e_in1k-256.py'
+# The VFMs of the configs: timm name -> (settings tag in config names,
+# prefix tokens, VFM input side at 256 px output).
+VFMS = {
+    'vit_base_patch14_reg4_dinov2': ('dinov2-b-reg', 5, 224),
+    'vit_base_patch16_siglip_256.v2_webli': ('siglip2-b16', 0, 256),
+    'vit_base_patch16_224.mae': ('mae-b16', 1, 256),
+    'vit_base_patch16_clip_quickgelu_224.openai': ('clip-b16', 1, 256),
+}
 # What each config changes relative to its parent (flattened key -> value).
 CHANGES = {
     'decq/decq_q1-l0369_dinov2-b-reg_vit-xl_8xb64-16e_in1k-256.py':
@@ -61,6 +69,24 @@ CHANGES = {
     {'model.tokenizer.type': 'VFMFeatConcatTokenizer',
      'model.tokenizer.bottleneck_dim': 32},
 }
+# Other VFMs: the DINOv2 recipe with another timm model at 256 px.
+for _name, (_tag, _, _size) in VFMS.items():
+    if _tag != 'dinov2-b-reg':
+        for _cfg in (f'rae/rae_{_tag}_vit-xl_8xb64-16e_in1k-256.py',
+                     f'decq/decq_q8-l0369_{_tag}_vit-xl_8xb64-16e_in1k-'
+                     '256.py'):
+            CHANGES[_cfg] = {'model.tokenizer.encoder.model_name': _name,
+                             'model.tokenizer.encoder.input_size': _size}
+# 512 px: VFM at 448 px (32x32 latents), crops at 512.
+_CHANGES_512 = {
+    'model.tokenizer.encoder.input_size': 448,
+    'train_dataloader.dataset.transform.resize': 768,
+    'train_dataloader.dataset.transform.crop': 512,
+    'val_dataloader.dataset.transform.size': 512,
+    'test_dataloader.dataset.transform.size': 512}
+CHANGES['rae/rae_dinov2-b-reg_vit-xl_8xb64-16e_in1k-512.py'] = _CHANGES_512
+CHANGES['decq/decq_q8-l0369_dinov2-b-reg_vit-xl_8xb64-16e_in1k-512.py'] = \
+    _CHANGES_512
 # The demo swaps in tiny networks and the bundled photos, nothing else.
 DEMO_MAY_CHANGE = (
     'image_size', 'tiny_vfm.', 'model.tokenizer.encoder.',
@@ -138,6 +164,29 @@ def _dinov2_b_reg4(grid: int = 16) -> int:
         12 * _vit_block(w, 4 * w, layer_scale=True)
 
 
+def _vit_b16(grid: int, cls: bool, pre_norm: bool = False) -> int:
+    """A timm ViT-B/16 trunk (final norm and head dropped): patch conv (no
+    bias before CLIP's pre-norm), CLS when ``cls``, learned positions for
+    CLS and patches, the pre-norm when ``pre_norm``, 12 blocks."""
+    w = 768
+    return (3 * 16 * 16 * w + (0 if pre_norm else w)) + (w if cls else 0) + \
+        (grid * grid + int(cls)) * w + (2 * w if pre_norm else 0) + \
+        12 * _vit_block(w, 4 * w)
+
+
+def _vfm(name: str, grid: int) -> int:
+    """Hand count of the VFM ``name`` at a ``grid x grid`` patch grid."""
+    if name == 'vit_base_patch14_reg4_dinov2':
+        return _dinov2_b_reg4(grid)
+    if 'siglip' in name:  # no CLS, MAP head dropped
+        return _vit_b16(grid, cls=False)
+    return _vit_b16(grid, cls=True, pre_norm='clip' in name)
+
+
+def _vfm_patch(name: str) -> int:
+    return int(re.search(r'patch(\d+)', name)[1])
+
+
 def _decoder_xl(in_channels: int = 768, num_queries: int = 0) -> int:
     w, out = 1152, 16 * 16 * 3
     total = 28 * _vit_block(w, 4096) + in_channels * w + w + 2 * w + \
@@ -156,6 +205,9 @@ def _condenser(num_queries: int, num_layers: int, d: int = 768) -> int:
 def test_hand_counts_agree_with_reference_numbers():
     assert round(_dinov2_b_reg4(37) / 1e6, 2) == 86.58  # timm at 518 px
     assert round(_decoder_xl() / 1e6, 2) == 415.06
+    # timm's ViT-B/16 at 224 px with its final norm, no head: 86,567,656
+    # parameters with the 1000-class head (768 * 1000 + 1000).
+    assert _vit_b16(14, cls=True) + 2 * 768 == 86_567_656 - 769_000
 
 
 # -- every config -------------------------------------------------------------
@@ -176,7 +228,13 @@ def test_loads(path):
 
 @pytest.mark.parametrize('path', ALL_CONFIGS, ids=_ids(ALL_CONFIGS))
 def test_inheritance_depth(path):
-    assert _depth(path) <= 3
+    # Recipes: at most three levels. A demo config only shrinks one recipe,
+    # one level above it.
+    limit = 3
+    if path.parent.name == 'demo':
+        parent, = _bases(path)
+        limit = max(3, 1 + min(3, _depth(parent)))
+    assert _depth(path) <= limit
     for base in _bases(path):
         assert base.is_file(), base
 
@@ -191,8 +249,12 @@ def test_tokenizer_config_name_matches_contents(path):
     assert int(match['batch']) == cfg.train_dataloader.batch_size
     assert int(match['epochs']) == cfg.train_cfg.max_epochs
     enc = cfg.model.tokenizer.encoder
-    grid = enc.input_size // 14
+    grid = enc.input_size // _vfm_patch(enc.model_name)
+    assert grid * _vfm_patch(enc.model_name) == enc.input_size
     assert grid * cfg.model.tokenizer.decoder.patch_size == int(match['res'])
+    tag = VFMS[enc.model_name][0]
+    if path.parent.name != 'demo' or tag != 'dinov2-b-reg':
+        assert f'_{tag}_' in path.name or f'-{tag}_' in path.name
     if match['algo'] == 'decq':
         assert cfg.model.tokenizer.type == 'DecQTokenizer'
         q = re.search(r'_q(\d+)-l(\d+)_', path.name)
@@ -210,8 +272,10 @@ def test_demo_builds_and_runs():
         model = MODELS.build(cfg.model)
         tok = model.tokenizer
         assert tok.image_size == cfg.image_size
-        assert tok.encoder.num_blocks == 12 and tok.encoder.num_prefix_tokens \
-            == 5  # the DINOv2-B-reg layout, tiny width
+        # the full VFM's layout (12 blocks, its prefix tokens), tiny width
+        prefix = VFMS[cfg.model.tokenizer.encoder.model_name][1]
+        assert tok.encoder.num_blocks == 12
+        assert tok.encoder.num_prefix_tokens == prefix
         assert _count(tok) < 5e6
         images = torch.rand(2, 3, cfg.image_size, cfg.image_size)
         model.eval()
@@ -225,14 +289,15 @@ def test_demo_builds_and_runs():
 def _expected_tokenizer(path: Path, cfg) -> Tuple[dict, dict]:
     """(total, trainable) parameter counts per tokenizer part, by hand."""
     tok = cfg.model.tokenizer
-    vfm = _dinov2_b_reg4()
+    grid = tok.encoder.input_size // _vfm_patch(tok.encoder.model_name)
+    vfm = _vfm(tok.encoder.model_name, grid)
     total = dict(encoder=vfm)
     trainable = dict(encoder=0)
     if tok.type in ('DecQTokenizer', 'VFMFeatConcatTokenizer'):
         layers = len(tok.condenser.layers)
         q = tok.condenser.num_queries
         if tok.type == 'VFMFeatConcatTokenizer':
-            q = 256  # one query per patch
+            q = grid * grid  # one query per patch
             total['bottleneck'] = 768 * tok.bottleneck_dim + tok.bottleneck_dim
             total['decoder'] = _decoder_xl(768 + tok.bottleneck_dim)
         else:
@@ -274,8 +339,10 @@ def test_full_size_builds_on_meta(path):
             model = MODELS.build(_meta_model_cfg(cfg))
     tok = model.tokenizer
     assert next(tok.decoder.parameters()).is_meta
-    assert tok.latent_shapes['patch'][1:] == (16, 16)
-    assert tok.image_size == 256
+    res = int(NAME.match(path.name)['res'])
+    grid = res // 16  # decoder patch 16
+    assert tok.latent_shapes['patch'][1:] == (grid, grid)
+    assert tok.image_size == res
     total, trainable = _expected_tokenizer(path, cfg)
     for name in total:
         part = getattr(tok, name)
@@ -284,8 +351,13 @@ def test_full_size_builds_on_meta(path):
     assert _count(tok) == sum(total.values())
     num_queries = cfg.model.tokenizer.get('condenser', {}).get('num_queries')
     if cfg.model.tokenizer.type == 'DecQTokenizer':
-        assert tok.latent_shapes == {'patch': (768, 16, 16),
+        assert tok.latent_shapes == {'patch': (768, grid, grid),
                                      'query': (num_queries, 768)}
+        # condensers on the quarter points of the VFM's blocks
+        depth = tok.encoder.num_blocks
+        if re.search(r'_q\d+-l0369_', path.name):
+            assert tok.condenser.layers == [0, depth // 4, depth // 2,
+                                            3 * depth // 4]
 
 
 def test_full_size_discriminator():
@@ -309,8 +381,10 @@ def test_full_size_discriminator():
 def test_full_configs_follow_the_spec(path):
     cfg = Config.fromfile(str(path))
     m = cfg.model
-    assert m.tokenizer.encoder.model_name == 'vit_base_patch14_reg4_dinov2'
-    assert m.tokenizer.encoder.input_size == 224
+    res = int(NAME.match(path.name)['res'])
+    assert m.tokenizer.encoder.model_name in VFMS
+    assert m.tokenizer.encoder.input_size == \
+        VFMS[m.tokenizer.encoder.model_name][2] * res // 256
     assert m.tokenizer.decoder.arch == 'XL' and \
         m.tokenizer.decoder.patch_size == 16
     assert m.tokenizer.noise_tau == 0.8

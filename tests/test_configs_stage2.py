@@ -30,11 +30,18 @@ def test_stage2_config_builds_full_size(path):
     name = osp.basename(path)
     size, latents = re.match(r'ldm_dit-dh-(s|b|xl)_(rae|decq)-',
                              name).groups()
+    res = int(re.search(r'-(\d+)\.py$', name).group(1))
     model = _build(path)
     n = sum(p.numel() for p in model.denoiser.parameters())
     tok = model.tokenizer
-    assert tok.latent_shapes['patch'] == (768, 16, 16)
-    assert tok.image_size == 256
+    grid = res // 16  # 16x16 latents at 256 px, 32x32 at 512 px
+    assert tok.latent_shapes['patch'] == (768, grid, grid)
+    assert tok.image_size == res
+    assert model.denoiser.grid_size == grid
+    # The time shift follows the latent size: sqrt(h * w * 768 / 4096).
+    noise = model.make_noise(1, device='meta')
+    assert model.loss.time_shift(noise) == pytest.approx(
+        (grid * grid * 768 / 4096) ** 0.5)
     if latents == 'rae':
         assert tok.num_queries == 0 and n == RAE_PARAMS[size]
     else:

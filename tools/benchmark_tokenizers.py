@@ -2,8 +2,12 @@ r"""Compare tokenizers on one dataset: PSNR, SSIM, rFID, LPIPS, encode and
 decode throughput, parameters and FLOPs, written as a Markdown table, CSV,
 JSON and (given gFIDs) the reconstruction-vs-generation trade-off plot.
 
-    # built-in: tiny random-weight tokenizers on the bundled photos (CPU,
-    # offline; 1 min 45 s of CPU time: a few minutes on 2 CPU cores)
+    # built-in comparison: each tiny tokenizer trained with the same short
+    # budget on the bundled photos (same frozen VFM, 3 seeds), then scored
+    # (CPU, offline, a few minutes)
+    python tools/benchmark_tokenizers.py --suite builtin --train
+    # the same tokenizers with random weights: a pipeline check (about
+    # 2 minutes of CPU time)
     python tools/benchmark_tokenizers.py --suite builtin
     # a paper table (configs/benchmark/*.json; see configs/README.md)
     python tools/benchmark_tokenizers.py --suite table3_paradigms \
@@ -112,6 +116,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     timing.add_argument('--throughput-batch', type=int)
     timing.add_argument('--warmup', type=int)
     timing.add_argument('--repeats', type=int)
+    train = parser.add_argument_group(
+        'training (train every tokenizer first, same budget and seeds)')
+    train.add_argument('--train', action='store_true',
+                       help="train with the suite's \"train\" budget "
+                       '(benchmark/training.py) before scoring; metrics are '
+                       'means over the seeds, with their spread')
+    train.add_argument('--train-iters', type=int,
+                       help='training steps per tokenizer (implies --train)')
+    train.add_argument('--train-seeds', type=int, nargs='+',
+                       help='seeds to train and average over (implies '
+                       '--train)')
     run = parser.add_argument_group('run')
     run.add_argument('--out-dir', help='default: work_dirs/benchmark/<suite>')
     run.add_argument('--device', help='default: cuda when available')
@@ -127,7 +142,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
     for name in ('num_images', 'batch_size', 'throughput_batch', 'repeats',
-                 'image_size'):
+                 'image_size', 'train_iters'):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f'--{name.replace("_", "-")} must be >= 1')
@@ -207,6 +222,8 @@ def build_suite(args: argparse.Namespace) -> BenchmarkSuite:
                            trunk_weights_path=args.lpips_trunk_weights)
     if args.lpips_random_trunk:
         suite.lpips.update(pretrained_trunk=False, trunk_weights_path=None)
+    if args.train or args.train_iters or args.train_seeds:
+        suite.enable_training(iters=args.train_iters, seeds=args.train_seeds)
     validate(suite)
     return suite
 

@@ -28,8 +28,11 @@ env_cfg = dict(
     dist_cfg=dict(backend='nccl'),
 )
 
+# More backends by name (optional packages; decq_plugin/engine/visualizer.py):
+#   --cfg-options "visualizer.backends=[tensorboard,wandb]"
 vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='Visualizer', vis_backends=vis_backends)
+visualizer = dict(
+    type='RunVisualizer', vis_backends=vis_backends, backends=[])
 log_processor = dict(by_epoch=True, window_size=50)
 log_level = 'INFO'
 load_from = None

@@ -58,5 +58,6 @@ model_wrapper_cfg = dict(find_unused_parameters=True)
 # a third of the initial weights at the end (0.9978 ** 512 = 0.32).
 custom_hooks = [
     dict(type='EMAHook', ema_type='TrainableExponentialMovingAverage',
-         momentum=0.02, update_buffers=False, priority='ABOVE_NORMAL')
+         momentum=0.02, update_buffers=False, priority='ABOVE_NORMAL'),
+    dict(type='ReconstructionGridHook', interval=128, num_images=8),
 ]

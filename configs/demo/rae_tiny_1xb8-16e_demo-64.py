@@ -57,5 +57,6 @@ model_wrapper_cfg = dict(find_unused_parameters=True)
 # 512 iterations in all: a short EMA horizon, as in the DecQ demo.
 custom_hooks = [
     dict(type='EMAHook', ema_type='TrainableExponentialMovingAverage',
-         momentum=0.02, update_buffers=False, priority='ABOVE_NORMAL')
+         momentum=0.02, update_buffers=False, priority='ABOVE_NORMAL'),
+    dict(type='ReconstructionGridHook', interval=128, num_images=8),
 ]

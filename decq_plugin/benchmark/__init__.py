@@ -1,7 +1,9 @@
 """Tokenizer benchmark: suites of (name, config, checkpoint) entries
 evaluated on one dataset (PSNR, SSIM, rFID, LPIPS, encode/decode
 throughput, parameters and FLOPs) with one resumable result per tokenizer,
-and reports (Markdown, CSV, JSON, the rPSNR-gFID trade-off plot).
+and reports (Markdown, CSV, JSON, the rPSNR-gFID trade-off plot);
+optionally every tokenizer is first trained with one shared short budget
+(:mod:`.training`, ``--train``).
 
 Entry point: ``tools/benchmark_tokenizers.py``.
 """

@@ -20,7 +20,8 @@ CSV_FIELDS = ('name', 'psnr', 'ssim', 'rfid', 'lpips', 'encode_images_per_s',
               'params', 'encoder_params', 'condenser_params',
               'decoder_params', 'encode_flops', 'decode_flops', 'gfid',
               'num_images', 'random_weights', 'config', 'cfg_options',
-              'checkpoint', 'paper')
+              'checkpoint', 'paper', 'psnr_std', 'ssim_std', 'rfid_std',
+              'lpips_std', 'seeds')
 # 6.4 x 4.8 inches at 150 dpi: a 960 x 720 PNG.
 PLOT_SIZE_IN = (6.4, 4.8)
 PLOT_DPI = 150
@@ -38,11 +39,15 @@ def build_rows(results: Sequence[dict],
     rows = []
     for result in results:
         metrics, costs = result['metrics'], result['costs']
+        std = result.get('metrics_std') or {}
         tp = result['throughput']
         rows.append(dict(
             name=result['name'],
             psnr=metrics.get('psnr'), ssim=metrics.get('ssim'),
             rfid=metrics.get('rfid'), lpips=metrics.get('lpips'),
+            psnr_std=std.get('psnr'), ssim_std=std.get('ssim'),
+            rfid_std=std.get('rfid'), lpips_std=std.get('lpips'),
+            seeds=len(result.get('metrics_per_seed') or []) or None,
             encode_images_per_s=tp['encode_images_per_s'],
             encode_vs_first=(tp['encode_images_per_s'] /
                              first['encode_images_per_s']),
@@ -68,6 +73,14 @@ def _num(value: Optional[float], digits: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return '-'
     return f'{value:.{digits}f}'
+
+
+def _spread(row: dict, key: str, digits: int) -> str:
+    """``'mean'``, or ``'mean ± std'`` for trained multi-seed rows."""
+    text = _num(row.get(key), digits)
+    if row.get(f'{key}_std') is not None and (row.get('seeds') or 0) > 1:
+        text += f" ± {_num(row[f'{key}_std'], digits)}"
+    return text
 
 
 def _gflops(flops: float) -> str:
@@ -96,8 +109,8 @@ def markdown_table(rows: Sequence[dict]) -> str:
         align.append('---')
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join(align) + '|']
     for r in rows:
-        cells = [r['name'], _num(r['psnr'], 2), _num(r['ssim'], 4),
-                 _num(r['rfid'], 2), _num(r['lpips'], 4),
+        cells = [r['name'], _spread(r, 'psnr', 2), _spread(r, 'ssim', 4),
+                 _spread(r, 'rfid', 2), _spread(r, 'lpips', 4),
                  f"{r['encode_images_per_s']:.1f} "
                  f"(x{r['encode_vs_first']:.2f})",
                  f"{r['decode_images_per_s']:.1f} "
@@ -244,6 +257,17 @@ def report_notes(settings: dict, results: Sequence[dict]) -> List[str]:
                  'teacher is not counted). GFLOPs per image, one '
                  'multiply-add = 2 FLOPs, attention counted '
                  '(torch.utils.flop_counter); enc = VFM + condensers.')
+    trained = [r for r in results if r.get('train_settings')]
+    if trained:
+        t = trained[0]['train_settings']
+        notes.append(
+            f"TRAINED here (--train), each from its seed's initial weights "
+            f"and the same frozen VFM: {t['iters']} AdamW steps (lr "
+            f"{t['lr']:g}, batch {t['batch_size']}) of L1 reconstruction "
+            f"loss (+ the tokenizer's own auxiliary losses) on "
+            f"{_describe(t['dataset'])}; mean ± sample std over seeds "
+            f"{t['seeds']}. A miniature of the paper's comparison, not its "
+            'numbers.')
     random = [r['name'] for r in results if r.get('random_weights')]
     if random:
         notes.append(f'RANDOM weights (no checkpoint) for {random}: their '

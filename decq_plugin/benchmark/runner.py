@@ -12,6 +12,11 @@ tokenizers from ``out_dir/results/`` (see :mod:`.cache`); their throughput
 is measured again (so every timing in a table comes from one run, on one
 device and batch) unless ``reuse_timing=True`` and the stored timing used
 the same settings and device.
+
+With ``suite.train`` set (``--train``), every tokenizer is first trained
+with the same short budget for each of its seeds (:mod:`.training`); the
+metrics are then the mean over the seeds, with ``metrics_std`` (sample
+standard deviation) and ``metrics_per_seed`` beside them.
 """
 import copy
 import datetime
@@ -39,6 +44,7 @@ from .evaluation import (FeatureStats, ReconstructionScorer, cost_summary,
 from .preflight import (SetupError, dataset_problem, file_problems,
                         lpips_problem, rfid_problem, tokenizer_problems)
 from .suite import BenchmarkSuite, TokenizerEntry
+from .training import build_train_dataset, train_tokenizer
 
 
 def default_device() -> str:
@@ -94,6 +100,7 @@ class SuiteRunner:
         self._lpips = None
         self._extractor = None
         self._reference: Optional[FeatureStats] = None
+        self._train_dataset: Optional[Dataset] = None
 
     # -- shared inputs, built on first use ------------------------------------
     @property
@@ -160,11 +167,18 @@ class SuiteRunner:
         os.replace(tmp, path)
 
     # -- one tokenizer -------------------------------------------------------
-    def build(self, entry: TokenizerEntry, cfg: Config) -> torch.nn.Module:
-        """The tokenizer with its checkpoint, or seeded random weights."""
-        torch.manual_seed(self.suite.seed)
+    def build(self, entry: TokenizerEntry, cfg: Config,
+              seed: Optional[int] = None) -> torch.nn.Module:
+        """The tokenizer with its checkpoint, or seeded random weights
+        (``seed``, default the suite's)."""
+        torch.manual_seed(self.suite.seed if seed is None else seed)
         return build_tokenizer_from_config(cfg.copy(), entry.checkpoint,
                                            device=self.device)
+
+    def train_dataset(self) -> Dataset:
+        if self._train_dataset is None:
+            self._train_dataset = build_train_dataset(self.suite.train)
+        return self._train_dataset
 
     def timing(self, tokenizer: torch.nn.Module) -> Dict[str, object]:
         """Throughput of ``tokenizer`` on this run's fixed batch."""
@@ -178,6 +192,40 @@ class SuiteRunner:
     def evaluate(self, entry: TokenizerEntry, tokenizer: torch.nn.Module
                  ) -> Dict[str, object]:
         """Reconstruction metrics, costs and throughput of one tokenizer."""
+        return dict(metrics=self.score(entry, tokenizer),
+                    **self._describe(tokenizer))
+
+    def _describe(self, tokenizer: torch.nn.Module) -> Dict[str, object]:
+        return dict(costs=cost_summary(tokenizer),
+                    throughput=self.timing(tokenizer),
+                    image_size=tokenizer.image_size,
+                    latent_shapes={k: list(v) for k, v in
+                                   tokenizer.latent_shapes.items()})
+
+    def train_and_evaluate(self, entry: TokenizerEntry,
+                           cfg: Config) -> Dict[str, object]:
+        """Per seed: build, train with the suite's budget, score; the
+        metrics are the mean over seeds (see the module docstring)."""
+        settings = self.suite.train
+        per_seed, training = [], []
+        for seed in settings.seeds:
+            tokenizer = self.build(entry, cfg, seed)
+            training.append(dict(seed=seed, **train_tokenizer(
+                tokenizer, self.train_dataset(), settings, seed)))
+            per_seed.append(self.score(entry, tokenizer))
+        keys = [k for k in per_seed[0] if k != 'num_images']
+        mean = {k: float(np.mean([m[k] for m in per_seed])) for k in keys}
+        std = {k: float(np.std([m[k] for m in per_seed],
+                               ddof=1 if len(per_seed) > 1 else 0))
+               for k in keys}
+        mean['num_images'] = per_seed[0].get('num_images')
+        return dict(metrics=mean, metrics_std=std, metrics_per_seed=per_seed,
+                    training=training, train_settings=settings.as_dict(),
+                    **self._describe(tokenizer))
+
+    def score(self, entry: TokenizerEntry,
+              tokenizer: torch.nn.Module) -> Dict[str, float]:
+        """Reconstruction metrics of one tokenizer over the suite's data."""
         metrics = self.suite.metrics
         scorer = ReconstructionScorer(
             metrics,
@@ -190,11 +238,7 @@ class SuiteRunner:
             desc=entry.name, progress=self.progress, total=len(loader))
         if computed is not None:
             self._store_reference(computed)
-        return dict(metrics=values, costs=cost_summary(tokenizer),
-                    throughput=self.timing(tokenizer),
-                    image_size=tokenizer.image_size,
-                    latent_shapes={k: list(v) for k, v in
-                                   tokenizer.latent_shapes.items()})
+        return values
 
     def _timing_outdated(self, result: dict) -> bool:
         """Whether a stored result needs its throughput measured again:
@@ -293,6 +337,11 @@ class SuiteRunner:
             elif stored is not None and not self._timing_outdated(stored):
                 status = 'stored'
                 result = stored
+            elif self.suite.train is not None and stored is None:
+                status = 'trained, evaluated'
+                result = self.train_and_evaluate(entry, cfg)
+                result['created'] = datetime.datetime.now().isoformat(
+                    timespec='seconds')
             else:
                 tokenizer = self.build(entry, cfg)
                 if stored is not None:
@@ -311,7 +360,9 @@ class SuiteRunner:
                 config=entry.config, config_path=osp.abspath(
                     configs[entry.name]), checkpoint=entry.checkpoint,
                 cfg_options=dict(entry.cfg_options),
-                random_weights=entry.checkpoint is None)
+                random_weights=(entry.checkpoint is None and
+                                self.suite.train is None),
+                trained=self.suite.train is not None)
             write_json_atomic(result_path(self.out_dir, entry.name), result)
             by_key.setdefault(key, result)
             results.append(result)

@@ -13,6 +13,9 @@ A suite is a JSON file (``configs/benchmark/<name>.json``)::
      "rfid": {"feature_extractor": null},  # null: FID Inception-v3
      "lpips": {"net": "vgg", "pretrained_trunk": true},
      "throughput": {"batch_size": 64, "warmup": 3, "repeats": 10},
+     "train": {"dataset": {...}, "iters": 300,   # optional: the budget of
+               "batch_size": 8, "lr": 1e-3,      # --train (see
+               "seeds": [0, 1, 2]},              # benchmark/training.py)
      "tokenizers": [
         {"name": "RAE", "config": "configs/rae/....py",
          "checkpoint": "work_dirs/.../epoch_16.pth",   # null: random weights
@@ -33,13 +36,16 @@ import os.path as osp
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from .training import TrainSettings
+
 SUITE_DIR_NAME = osp.join('configs', 'benchmark')
 METRIC_NAMES = ('psnr', 'ssim', 'rfid', 'lpips')
 NO_CHECKPOINT = ('', 'none', 'null', 'random')
 
 _SUITE_KEYS = {'name', 'title', 'description', 'paper_table', 'dataset',
                'num_images', 'batch_size', 'num_workers', 'metrics', 'rfid',
-               'lpips', 'throughput', 'seed', 'autocast', 'tokenizers'}
+               'lpips', 'throughput', 'seed', 'autocast', 'tokenizers',
+               'train'}
 _ENTRY_KEYS = {'name', 'config', 'checkpoint', 'cfg_options', 'gfid',
                'paper', 'full_size_config', 'note'}
 _THROUGHPUT_DEFAULTS = dict(batch_size=64, warmup=3, repeats=10)
@@ -86,12 +92,32 @@ class BenchmarkSuite:
     # VFM weight file of the random-weight tokenizers (command line only)
     encoder_weights: Optional[str] = None
     path: Optional[str] = None
+    # The suite's training budget ("train" block) and whether to use it.
+    train_defaults: Optional[dict] = None
+    train: Optional[TrainSettings] = None
+
+    def enable_training(self, **overrides) -> TrainSettings:
+        """Train every tokenizer before scoring it: the suite's ``train``
+        block with ``overrides`` (``iters``, ``seeds`` ...) applied."""
+        settings = dict(self.train_defaults or {})
+        settings.update({k: v for k, v in overrides.items()
+                         if v is not None})
+        try:
+            self.train = TrainSettings(**settings)
+        except TypeError as err:
+            raise SuiteError(f'train: {err}') from err
+        except ValueError as err:
+            raise SuiteError(str(err)) from err
+        return self.train
 
     def data_settings(self) -> dict:
         """What the reconstruction numbers depend on besides the model."""
-        return dict(dataset=self.dataset, num_images=self.num_images,
-                    metrics=sorted(self.metrics), rfid=self.rfid,
-                    lpips=self.lpips, autocast=self.autocast)
+        out = dict(dataset=self.dataset, num_images=self.num_images,
+                   metrics=sorted(self.metrics), rfid=self.rfid,
+                   lpips=self.lpips, autocast=self.autocast)
+        if self.train is not None:
+            out['train'] = self.train.as_dict()
+        return out
 
 
 def package_root() -> str:
@@ -192,7 +218,14 @@ def parse_suite(raw: dict, root: str, path: Optional[str] = None
         lpips={**_LPIPS_DEFAULTS, **raw.get('lpips', {})},
         throughput={**_THROUGHPUT_DEFAULTS, **raw.get('throughput', {})},
         seed=int(raw.get('seed', 0)), autocast=raw.get('autocast', 'none'),
-        root=root, path=path)
+        root=root, path=path, train_defaults=raw.get('train'))
+    if suite.train_defaults is not None:
+        if not isinstance(suite.train_defaults, dict):
+            raise SuiteError(f"{where}: 'train' must be an object")
+        try:  # fail on load, not on use
+            TrainSettings(**suite.train_defaults)
+        except (TypeError, ValueError) as err:
+            raise SuiteError(f'{where}: train: {err}') from err
     validate(suite)
     return suite
 

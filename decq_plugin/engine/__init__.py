@@ -1,3 +1,4 @@
 """Runner-side pieces: hooks, EMA of trainable parts, the per-submodule
-optimizer constructor and safe checkpoint loading."""
-from . import checkpoint, ema, hooks, optim_constructor  # noqa: F401
+optimizer constructor, safe checkpoint loading and the run visualizer."""
+from . import checkpoint, ema, hooks, optim_constructor, visualizer  # noqa
+

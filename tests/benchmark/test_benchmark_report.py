@@ -94,7 +94,7 @@ def test_csv_exact(results, tmp_path):
     assert lines[1] == (
         'RAE,19.134,0.51234,0.5678,0.12345,100.0,1.0,50.0,1.0,2500000,'
         '1500000,250000,750000,3000000000,25000000,,4,False,configs/RAE.py,'
-        '{},RAE.pth,{}')
+        '{},RAE.pth,{},,,,,')  # no std: untrained
     assert lines[2].startswith('DecQ,22.755,0.6,0.25,0.1,80.0,0.8,60.0,1.2,')
     assert ',1.8,4,False,' in lines[2]
     assert lines[3] == '' and len(lines) == 4

@@ -32,9 +32,12 @@ test_cfg = dict(type='TestLoop')
 
 # mmengine's EMA: averaged = (1 - momentum) * averaged + momentum * source,
 # so decay 0.9978 is momentum 0.0022.
+# A fixed original | reconstruction grid (EMA weights) every 5000 iterations:
+# work_dir/reconstructions/iter_*.png and the visualizer's backends.
 custom_hooks = [
     dict(type='EMAHook', ema_type='TrainableExponentialMovingAverage',
-         momentum=1 - 0.9978, update_buffers=False, priority='ABOVE_NORMAL')
+         momentum=1 - 0.9978, update_buffers=False, priority='ABOVE_NORMAL'),
+    dict(type='ReconstructionGridHook', interval=5000, num_images=8),
 ]
 
 # Tokenizer and discriminator are wrapped separately so each optimizer step

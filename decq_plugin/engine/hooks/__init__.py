@@ -1,3 +1,4 @@
 """Runner hooks."""
 from . import (latent_layout_check_hook, non_finite_guard_hook,  # noqa: F401
-               resumable_checkpoint_hook, sample_grid_hook)
+               reconstruction_grid_hook, resumable_checkpoint_hook,
+               sample_grid_hook)

@@ -16,6 +16,7 @@ checkpoints written before the change need.
 from typing import Dict, Optional, Sequence, Union
 
 import torch
+from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -143,10 +144,9 @@ class ViTPixelDecoder(nn.Module):
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, h*w, p*p*c]`` -> ``[B, c, h*p, w*p]``."""
-        b = x.shape[0]
-        g, p, c = self.grid_size, self.patch_size, self.out_channels
-        x = x.view(b, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4)
-        return x.reshape(b, c, g * p, g * p)
+        return rearrange(x, 'b (h w) (p1 p2 c) -> b c (h p1) (w p2)',
+                         h=self.grid_size, p1=self.patch_size,
+                         p2=self.patch_size, c=self.out_channels)
 
     def forward(self,
                 patch: torch.Tensor,
@@ -162,7 +162,8 @@ class ViTPixelDecoder(nn.Module):
             raise ValueError(
                 f'this decoder expects {self.num_queries} query tokens, got '
                 f'{"none" if query is None else tuple(query.shape)}')
-        x = self.patch_in(patch.flatten(2).transpose(1, 2)) + self.patch_pos
+        x = self.patch_in(rearrange(patch, 'b c h w -> b (h w) c'))
+        x = x + self.patch_pos
         first, n = 0, x.shape[1]
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1)

@@ -54,6 +54,7 @@ from typing import Dict, Optional, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
@@ -257,17 +258,14 @@ class DiTDH(nn.Module):
     # ------------------------------------------------------------------ utils
     def patchify(self, x: Tensor) -> Tensor:
         """[B, C, h, w] -> [B, (h/p)*(w/p), C*p*p] (row-major tokens)."""
-        b, c, h, w = x.shape
-        p, g = self.patch_size, self.token_grid
-        x = x.reshape(b, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5)
-        return x.reshape(b, g * g, c * p * p)
+        return rearrange(x, 'b c (h p1) (w p2) -> b (h w) (c p1 p2)',
+                         h=self.token_grid, w=self.token_grid)
 
     def unpatchify(self, x: Tensor) -> Tensor:
         """[B, (h/p)*(w/p), C*p*p] -> [B, C, h, w]."""
-        b = x.shape[0]
-        p, g, c = self.patch_size, self.token_grid, self.in_channels
-        x = x.reshape(b, g, g, c, p, p).permute(0, 3, 1, 4, 2, 5)
-        return x.reshape(b, c, g * p, g * p)
+        p = self.patch_size
+        return rearrange(x, 'b (h w) (c p1 p2) -> b c (h p1) (w p2)',
+                         h=self.token_grid, p1=p, p2=p)
 
     def _rope(self, part: str) -> tuple:
         if not self.use_rope:

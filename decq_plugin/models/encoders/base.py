@@ -12,6 +12,7 @@ from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -147,10 +148,10 @@ class VFMEncoder(nn.Module):
     def tokens_to_grid(self, tokens: torch.Tensor) -> torch.Tensor:
         """``[B, N, C]`` -> ``[B, C, h, w]``."""
         h, w = self.grid_size
-        b, n, c = tokens.shape
-        if n != h * w:
-            raise ValueError(f'expected {h * w} patch tokens, got {n}')
-        return tokens.transpose(1, 2).reshape(b, c, h, w)
+        if tokens.shape[1] != h * w:
+            raise ValueError(f'expected {h * w} patch tokens, got '
+                             f'{tokens.shape[1]}')
+        return rearrange(tokens, 'b (h w) c -> b c h w', h=h, w=w)
 
 
 def check_block_indices(indices: Sequence[int], num_blocks: int,

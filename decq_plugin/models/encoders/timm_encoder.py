@@ -1,4 +1,12 @@
-"""Adapter for timm Vision Transformers (default: DINOv2-B/14 with registers)."""
+"""Adapter for timm Vision Transformers (default: DINOv2-B/14 with registers).
+
+Any timm ViT with ``blocks``, ``patch_embed`` and ``_pos_embed`` fits, tagged
+(``'vit_base_patch16_224.mae'``) or not. What differs between VFMs is read
+from the model, not configured: the prefix tokens (DINOv2-reg: CLS + 4
+registers; MAE, CLIP: CLS; SigLIP: none, it pools with a MAP head, which is
+dropped), CLIP's pre-norm (``norm_pre``, kept: it is part of the trunk), the
+patch size and, unless given, the input mean/std of the pretrained weights.
+"""
 import os
 from typing import Optional, Sequence
 
@@ -23,8 +31,10 @@ class TimmViTEncoder(VFMEncoder):
     """A frozen timm ViT used as the tokenizer encoder.
 
     Args:
-        model_name: timm model name, e.g. ``'vit_base_patch14_reg4_dinov2'``
-            or one with a pretrained tag (``'vit_base_patch16_224.mae'``).
+        model_name: timm model name, tagged or not, e.g.
+            ``'vit_base_patch14_reg4_dinov2'``,
+            ``'vit_base_patch16_siglip_256.v2_webli'``,
+            ``'vit_base_patch16_224.mae'``.
         input_size: VFM input side (224 gives a 16x16 grid at patch 14).
         pretrained: load pretrained weights (from ``weights_path`` when
             given, else timm's download).
@@ -33,6 +43,9 @@ class TimmViTEncoder(VFMEncoder):
         frozen: see :class:`VFMEncoder`.
         model_kwargs: extra arguments for ``timm.create_model`` (tests use
             them to build tiny ViTs: ``depth``, ``embed_dim``, ...).
+        mean, std: input normalisation; ``None`` takes those of the
+            pretrained weights (timm's ``pretrained_cfg``: ImageNet for
+            DINOv2 and MAE, 0.5 for SigLIP, OpenAI's for CLIP).
         antialias: anti-alias the bicubic resize.
     """
 
@@ -43,8 +56,8 @@ class TimmViTEncoder(VFMEncoder):
                  weights_path: Optional[str] = None,
                  frozen: bool = True,
                  model_kwargs: Optional[dict] = None,
-                 mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD,
+                 mean: Optional[Sequence[float]] = None,
+                 std: Optional[Sequence[float]] = None,
                  antialias: bool = False) -> None:
         import timm
         check_timm_name(model_name, type(self).__name__)
@@ -74,6 +87,9 @@ class TimmViTEncoder(VFMEncoder):
                 'pretrained=False for random weights.') from err
         patch = vit.patch_embed.patch_size
         patch = patch[0] if isinstance(patch, (tuple, list)) else patch
+        pretrained_cfg = getattr(vit, 'pretrained_cfg', None) or {}
+        mean = mean or pretrained_cfg.get('mean', IMAGENET_MEAN)
+        std = std or pretrained_cfg.get('std', IMAGENET_STD)
         super().__init__(
             input_size=input_size,
             patch_size=patch,
@@ -86,10 +102,13 @@ class TimmViTEncoder(VFMEncoder):
             norm_eps=getattr(vit.norm, 'eps', 1e-6))
         self.model_name = model_name
         self.vit = vit
-        # Parts the encoder never uses: the affine final norm and the head.
+        # Parts the encoder never uses: the affine final norm and the head
+        # (SigLIP's attention-pooling head included).
         self.vit.norm = nn.Identity()
         self.vit.fc_norm = nn.Identity()
         self.vit.head = nn.Identity()
+        if getattr(self.vit, 'attn_pool', None) is not None:
+            self.vit.attn_pool = None
         if frozen:
             self.freeze()
 

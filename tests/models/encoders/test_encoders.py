@@ -299,3 +299,50 @@ def test_mmpretrain_weights_path_loads_backbone_keys(tmp_path):
     torch.save({'state_dict': {'backbone.foo': torch.zeros(1)}}, other)
     with pytest.raises(ValueError, match='missing keys'):
         _mmpretrain_encoder(pretrained=True, weights_path=other)
+
+
+# -- other VFMs: prefix tokens, pre-norm, mean/std, tagged names -------------
+OTHER_VFMS = {
+    # name: (prefix tokens, mean of the weights)
+    'vit_base_patch16_siglip_256.v2_webli': (0, (0.5, 0.5, 0.5)),
+    'vit_base_patch16_224.mae': (1, (0.485, 0.456, 0.406)),
+    'vit_base_patch16_clip_quickgelu_224.openai': (
+        1, (0.48145466, 0.4578275, 0.40821073)),
+}
+
+
+@pytest.mark.parametrize('name', sorted(OTHER_VFMS))
+def test_other_vfms_match_timm_trunk(name):
+    """Patch latents = the timm model's own last-block tokens (its prefix
+    dropped, CLIP's pre-norm applied), affine-free LayerNorm, with the
+    weights' mean/std."""
+    prefix, mean = OTHER_VFMS[name]
+    torch.manual_seed(0)
+    enc = MODELS.build(dict(type='TimmViTEncoder', model_name=name,
+                            input_size=64, pretrained=False,
+                            model_kwargs=dict(embed_dim=64, depth=3,
+                                              num_heads=4)))
+    assert enc.num_prefix_tokens == prefix and enc.grid_size == (4, 4)
+    assert torch.allclose(enc.mean.flatten(), torch.tensor(mean))
+    assert getattr(enc.vit, 'attn_pool', None) is None  # SigLIP's MAP head
+    torch.manual_seed(0)
+    ref = timm.create_model(name, pretrained=False, num_classes=0,
+                            img_size=64, embed_dim=64, depth=3, num_heads=4)
+    ref.eval()
+    x = _images()
+    with torch.no_grad():
+        normed = (x - torch.tensor(mean).view(1, 3, 1, 1)) / \
+            enc.std.view(1, 3, 1, 1)
+        tokens = ref.blocks(ref.norm_pre(ref._pos_embed(
+            ref.patch_embed(normed))))[:, prefix:]
+    want = F.layer_norm(tokens, (64, ), eps=1e-6)
+    assert torch.allclose(enc(x), want, atol=1e-5)
+
+
+def test_tagged_and_untagged_names():
+    kwargs = dict(type='TimmViTEncoder', input_size=64, pretrained=False,
+                  model_kwargs=dict(embed_dim=32, depth=1, num_heads=2))
+    for name in ('vit_base_patch16_224.mae', 'vit_base_patch16_224'):
+        assert MODELS.build(dict(kwargs, model_name=name)).patch_size == 16
+    with pytest.raises(ValueError, match="no weights tagged 'nope'"):
+        MODELS.build(dict(kwargs, model_name='vit_base_patch16_224.nope'))

@@ -1,0 +1,159 @@
+"""Plot training curves from MMEngine's ``vis_data/scalars.json``: losses,
+learning rate and images per second against the iteration.
+
+    python tools/analysis/analyze_logs.py WORK_DIR_OR_SCALARS_JSON ...
+        [--keys loss loss_l1 lr img/s] [--batch-size 64] [--out curves.png]
+        [--legend RUN_A RUN_B]
+
+A work dir is searched for its newest ``*/vis_data/scalars.json``. Images
+per second = batch size / iteration ``time``; the batch size comes from
+``--batch-size``, else from the ``config.py`` saved beside the scalars
+(``train_dataloader.batch_size``, per process). Prints a summary per run.
+"""
+import argparse
+import glob
+import json
+import math
+import os.path as osp
+import sys
+from typing import Dict, List, Optional, Sequence
+
+DEFAULT_KEYS = ('loss', 'lr', 'img/s')
+
+
+def find_scalars(path: str) -> str:
+    """``path`` itself, or the newest ``*/vis_data/scalars.json`` below a
+    work dir."""
+    if osp.isfile(path):
+        return path
+    found = sorted(glob.glob(osp.join(path, '*', 'vis_data',
+                                      'scalars.json')) +
+                   glob.glob(osp.join(path, 'vis_data', 'scalars.json')))
+    if not found:
+        raise FileNotFoundError(f'no vis_data/scalars.json under {path!r}')
+    return found[-1]
+
+
+def read_scalars(path: str) -> List[dict]:
+    """The training rows (those with an ``iter``; validation rows have
+    none) of a scalars.json (one JSON object per line)."""
+    rows = []
+    with open(path, encoding='utf-8') as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            row = json.loads(line)
+            if 'iter' in row:
+                rows.append(row)
+    return rows
+
+
+def config_batch_size(scalars: str) -> Optional[int]:
+    """``train_dataloader.batch_size`` of the config saved beside
+    ``scalars`` (None when absent)."""
+    path = osp.join(osp.dirname(scalars), 'config.py')
+    if not osp.isfile(path):
+        return None
+    from mmengine.config import Config
+    try:
+        return int(Config.fromfile(path).train_dataloader.batch_size)
+    except Exception:  # an unreadable or partial config
+        return None
+
+
+def curves(rows: Sequence[dict], keys: Sequence[str],
+           batch_size: Optional[int]) -> Dict[str, tuple]:
+    """``{key: (iters, values)}`` for every key found; ``'img/s'`` is
+    ``batch_size / time``."""
+    out = {}
+    for key in keys:
+        xs, ys = [], []
+        for row in rows:
+            if key == 'img/s':
+                if batch_size and row.get('time'):
+                    xs.append(row['iter'])
+                    ys.append(batch_size / row['time'])
+            elif isinstance(row.get(key), (int, float)):
+                xs.append(row['iter'])
+                ys.append(float(row[key]))
+        if xs:
+            out[key] = (xs, ys)
+    return out
+
+
+def summary(name: str, series: Dict[str, tuple]) -> str:
+    parts = []
+    for key, (xs, ys) in series.items():
+        finite = [y for y in ys if math.isfinite(y)]
+        if finite:
+            parts.append(f'{key}: first {ys[0]:.4g}, last {ys[-1]:.4g}, '
+                         f'min {min(finite):.4g}')
+    return f"{name} ({len(next(iter(series.values()))[0]) if series else 0} "\
+        f"points) " + '; '.join(parts)
+
+
+def plot(runs: Dict[str, Dict[str, tuple]], keys: Sequence[str],
+         out: str) -> None:
+    """One panel per key, one line per run, written to ``out`` (PNG)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    keys = [k for k in keys if any(k in s for s in runs.values())]
+    if not keys:
+        raise ValueError('none of the keys was found in the logs')
+    fig, axes = plt.subplots(len(keys), 1, figsize=(6.4, 2.4 * len(keys)),
+                             squeeze=False, sharex=True)
+    for ax, key in zip(axes[:, 0], keys):
+        for name, series in runs.items():
+            if key in series:
+                ax.plot(*series[key], label=name, linewidth=1)
+        ax.set_ylabel(key)
+        if key.startswith('loss') and all(
+                y > 0 for s in runs.values() if key in s for y in s[key][1]):
+            ax.set_yscale('log')
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize='small')
+    axes[-1, 0].set_xlabel('iteration')
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split('\n', 1)[1])
+    parser.add_argument('logs', nargs='+',
+                        help='work dirs or scalars.json files')
+    parser.add_argument('--keys', nargs='+', default=list(DEFAULT_KEYS))
+    parser.add_argument('--batch-size', type=int,
+                        help='images per iteration and process, for img/s')
+    parser.add_argument('--legend', nargs='+', help='one name per log')
+    parser.add_argument('--out', default='curves.png')
+    args = parser.parse_args(argv)
+    if args.legend and len(args.legend) != len(args.logs):
+        parser.error('--legend needs one name per log')
+    return args
+
+
+def main(argv=None) -> Dict[str, Dict[str, tuple]]:
+    args = parse_args(argv)
+    runs = {}
+    try:
+        for i, log in enumerate(args.logs):
+            path = find_scalars(log)
+            name = args.legend[i] if args.legend else log
+            batch = args.batch_size or config_batch_size(path)
+            runs[name] = curves(read_scalars(path), args.keys, batch)
+            print(summary(name, runs[name]))
+        plot(runs, args.keys, args.out)
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f'analyze_logs.py: error: {err}')
+    print(f'wrote {args.out}')
+    return runs
+
+
+if __name__ == '__main__':
+    main()
