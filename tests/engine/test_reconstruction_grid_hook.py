@@ -16,7 +16,8 @@ class _Invert(nn.Module):
         super().__init__()
         self.w = nn.Parameter(torch.ones(()))
 
-    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, images: torch.Tensor,
+                    check_range: bool = True) -> torch.Tensor:
         return (1 - images) * self.w
 
 

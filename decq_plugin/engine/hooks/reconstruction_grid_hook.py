@@ -71,7 +71,7 @@ class ReconstructionGridHook(PeriodicGridHook):
         for attr in ('val_dataloader', 'train_dataloader'):
             try:  # the loops (and their loaders) exist by before_run
                 loader = getattr(runner, attr)
-            except RuntimeError:  # no such loop
+            except (RuntimeError, AttributeError):  # no such loop
                 continue
             if loader is not None:
                 return loader.dataset
@@ -109,7 +109,8 @@ class ReconstructionGridHook(PeriodicGridHook):
         try:
             for lo in range(0, len(self.images), self.batch_size):
                 batch = self.images[lo:lo + self.batch_size].to(device)
-                recons.append(tokenizer.reconstruct(batch).float().cpu())
+                recons.append(tokenizer.reconstruct(
+                batch, check_range=False).float().cpu())
         finally:
             tokenizer.train(was_training)
         cells = pairs_side_by_side(self.images, torch.cat(recons))

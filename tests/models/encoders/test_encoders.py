@@ -344,5 +344,5 @@ def test_tagged_and_untagged_names():
                   model_kwargs=dict(embed_dim=32, depth=1, num_heads=2))
     for name in ('vit_base_patch16_224.mae', 'vit_base_patch16_224'):
         assert MODELS.build(dict(kwargs, model_name=name)).patch_size == 16
-    with pytest.raises(ValueError, match="no weights tagged 'nope'"):
+    with pytest.raises(ValueError, match="not the pretrained tag 'nope'"):
         MODELS.build(dict(kwargs, model_name='vit_base_patch16_224.nope'))
