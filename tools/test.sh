@@ -31,11 +31,38 @@ print("== torch", torch.__version__, "| mmengine", mmengine.__version__,
       "| mmcv", mmcv.__version__, "| mmpretrain", mmpretrain.__version__,
       "| timm", timm.__version__)' 2>/dev/null
 
-if [ $# -eq 0 ]; then
-    set -- tests
+if [ $# -gt 0 ]; then
+    echo "== python -m pytest -q $*"
+    "$PYTHON" -m pytest -q -p no:cacheprovider "$@"
+    status=$?
+    echo "== pytest exit code: $status"
+    exit $status
 fi
-echo "== python -m pytest -q $*"
-"$PYTHON" -m pytest -q -p no:cacheprovider "$@"
-status=$?
-echo "== pytest exit code: $status"
+
+# The whole suite in three groups: unit tests and the shipped recipes on
+# both cores (pytest-xdist, one thread per worker), the fault-injection
+# suite (kill timings) on its own.
+PARALLEL=()
+if "$PYTHON" -c 'import xdist' 2>/dev/null; then
+    PARALLEL=(-n 2)
+fi
+status=0
+run_group() {
+    local threads=$1
+    shift
+    echo "== python -m pytest -q $*"
+    OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
+        "$PYTHON" -m pytest -q -p no:cacheprovider "$@"
+    local code=$?
+    # 5: no test in the group (e.g. a marker selecting nothing).
+    if [ $code -ne 0 ] && [ $code -ne 5 ]; then
+        status=$code
+    fi
+    echo "== pytest exit code: $code"
+}
+one=$([ ${#PARALLEL[@]} -gt 0 ] && echo 1 || echo "$OMP_NUM_THREADS")
+run_group "$one" tests -m "not recipe and not slow" "${PARALLEL[@]}"
+run_group "$OMP_NUM_THREADS" tests -m "slow and not recipe"
+run_group "$one" tests -m "recipe" "${PARALLEL[@]}" --durations=15
+echo "== tools/test.sh exit code: $status"
 exit $status

@@ -190,7 +190,7 @@ def _epochs(overrides: dict) -> Optional[int]:
 
 def smoke_config(config: str, work_dir: str,
                  shared_dir: Optional[str] = None,
-                 sample: bool = True) -> Dict:
+                 sample: bool = True, resume: bool = True) -> Dict:
     """Train (with validation), resume, test and (stage 2) sample a shrunk
     ``config``; returns a summary dict.
 
@@ -200,6 +200,8 @@ def smoke_config(config: str, work_dir: str,
         shared_dir: where synthetic data and stage-2 artefacts are kept
             between configs (default: ``work_dir/shared``).
         sample: run ``tools/sample.py`` for stage-2 configs.
+        resume: train all but the last epoch, then ``--resume`` for the
+            last one (else: one run for every epoch).
     """
     shared_dir = shared_dir or osp.join(work_dir, 'shared')
     os.makedirs(work_dir, exist_ok=True)
@@ -220,7 +222,7 @@ def smoke_config(config: str, work_dir: str,
     train_dir = osp.join(work_dir, 'train')
     epochs = _epochs(overrides)
     start = time.perf_counter()
-    if epochs and epochs > 1:
+    if resume and epochs and epochs > 1:
         # All but the last epoch, then resume for the last one.
         train.main([shrunk, '--work-dir', train_dir, '--cfg-options',
                     f'train_cfg.max_epochs={epochs - 1}'])
@@ -315,6 +317,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='keep the temporary work dir')
     parser.add_argument('--no-sample', action='store_true',
                         help='skip tools/sample.py (stage 2)')
+    parser.add_argument('--no-resume', action='store_true',
+                        help='train every epoch in one run (no --resume)')
     return parser.parse_args(argv)
 
 
@@ -333,7 +337,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                            tokenizers=len(result['results']))
         else:
             summary = smoke_config(args.config, work_dir,
-                                   sample=not args.no_sample)
+                                   sample=not args.no_sample,
+                                   resume=not args.no_resume)
     finally:
         if args.work_dir is None and not args.keep:
             shutil.rmtree(work_dir, ignore_errors=True)
