@@ -180,9 +180,11 @@ def prepare_cpu_distributed(cfg: Config) -> bool:
     wrapper = cfg.get('model_wrapper_cfg')
     if wrapper is None:
         # What the runner builds when the config names no wrapper.
-        wrapper = cfg['model_wrapper_cfg'] = ConfigDict(
+        cfg['model_wrapper_cfg'] = ConfigDict(
             type='MMDistributedDataParallel', broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
+        # Config stores a copy: edit the stored one.
+        wrapper = cfg['model_wrapper_cfg']
     wrapper['device_ids'] = None
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo')

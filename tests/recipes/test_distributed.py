@@ -155,6 +155,7 @@ def test_cpu_launcher_uses_gloo_and_cpu_ddp(monkeypatch):
     bare = Config(dict(launcher='pytorch', find_unused_parameters=True))
     assert launch.prepare_cpu_distributed(bare)
     assert bare.model_wrapper_cfg.find_unused_parameters is True
+    assert bare.model_wrapper_cfg.device_ids is None
     assert not launch.prepare_cpu_distributed(Config(dict(launcher='none')))
 
 

@@ -80,7 +80,10 @@ class ReconstructionGridHook(PeriodicGridHook):
     def before_run(self, runner) -> None:
         """Pick the fixed images (on the CPU)."""
         model = self._unwrap(runner.model)
-        if not hasattr(getattr(model, 'tokenizer', None), 'reconstruct'):
+        # Under MMSeparateDistributedDataParallel the tokenizer itself is
+        # wrapped.
+        if not hasattr(self._unwrap(getattr(model, 'tokenizer', None)),
+                       'reconstruct'):
             raise TypeError('ReconstructionGridHook needs a model with a '
                             '.tokenizer.reconstruct (e.g. AutoencoderModel), '
                             f'got {type(model).__name__}')
@@ -101,7 +104,7 @@ class ReconstructionGridHook(PeriodicGridHook):
         """Reconstruct the fixed images with ``model``: uint8 [H', W', 3]."""
         if self.images is None:
             raise RuntimeError('before_run has not picked the images yet')
-        tokenizer = model.tokenizer
+        tokenizer = self._unwrap(model.tokenizer)
         device = next(tokenizer.parameters()).device
         was_training = tokenizer.training
         tokenizer.eval()
