@@ -440,3 +440,25 @@ def test_demo_keeps_the_recipe():
         diff = _diff(path, parent)
         outside = [k for k in diff if not k.startswith(DEMO_MAY_CHANGE)]
         assert outside == []
+
+
+TINY_VFM = [p for p in DEMO if '_tiny-' in p.name]
+
+
+def _full_recipe_of(tiny: Path) -> Path:
+    """``decq_tiny-clip-b16_...`` -> ``decq/decq_q8-l0369_clip-b16_...``."""
+    algo, vfm = re.match(r'(rae|decq)_tiny-(.+?)_1xb8', tiny.name).groups()
+    head = 'decq/decq_q8-l0369_' if algo == 'decq' else 'rae/rae_'
+    return CONFIG_DIR / f'{head}{vfm}_vit-xl_8xb64-16e_in1k-256.py'
+
+
+@pytest.mark.parametrize('path', TINY_VFM, ids=_ids(TINY_VFM))
+def test_tiny_vfm_demo_is_its_full_recipe_shrunk(path):
+    # A tiny VFM demo inherits the tiny DINOv2 demo and swaps the VFM; what
+    # it ends up as differs from its own full recipe only as a demo may.
+    full = _full_recipe_of(path)
+    diff = _diff(path, full)
+    assert [k for k in diff if not k.startswith(DEMO_MAY_CHANGE)] == []
+    name = Config.fromfile(str(full)).model.tokenizer.encoder.model_name
+    assert Config.fromfile(str(path)).model.tokenizer.encoder.model_name \
+        == name

@@ -1,60 +1,13 @@
-# rae_clip-b16_vit-xl_8xb64-16e_in1k-256 at the size of the built-in demo: the
-# same VFM layout (12 blocks, its prefix tokens) at a tiny width with random
-# weights, on the bundled photos at 64 px: VFM input 64 / patch 16 = 4x4
-# latents, decoder patch 16 -> 64 px. Only sizes and data change.
-_base_ = ['../rae/rae_clip-b16_vit-xl_8xb64-16e_in1k-256.py']
-
-image_size = 64
-tiny_vfm = dict(embed_dim=96, depth=12, num_heads=4)
+# rae_clip-b16_vit-xl_8xb64-16e_in1k-256
+# at the size of the built-in demo: the tiny RAE demo with the VFM swapped
+# as the full config swaps it (same layout, tiny width, random weights;
+# VFM input 64 / patch 16 = 4x4 latents, decoder patch 16 -> 64 px).
+# tests/test_configs.py checks that it differs from
+# rae/rae_clip-b16_vit-xl_8xb64-16e_in1k-256.py only where a demo may.
+_base_ = ['./rae_tiny_1xb8-16e_demo-64.py']
 
 model = dict(
     tokenizer=dict(
-        encoder=dict(pretrained=False, input_size=64, model_kwargs=tiny_vfm),
-        decoder=dict(
-            arch=dict(
-                _delete_=True, width=128, depth=4, num_heads=4, mlp_dim=512),
-            patch_size=16)),
-    # AlexNet LPIPS: the VGG trunk dominates a CPU step at this size.
-    perceptual_loss=dict(net='alex', pretrained_trunk=False),
-    discriminator=dict(
-        pretrained=False,
-        input_size=64,
-        block_indices=(1, 3),
-        model_kwargs=dict(img_size=64, embed_dim=96, depth=4, num_heads=4)))
-
-train_dataloader = dict(
-    batch_size=8,
-    num_workers=0,
-    persistent_workers=False,
-    pin_memory=False,
-    dataset=dict(
-        _delete_=True,
-        type='DemoImageDataset',
-        mode='train',
-        image_size=image_size,
-        samples_per_epoch=256))
-val_dataloader = dict(
-    batch_size=8,
-    num_workers=0,
-    persistent_workers=False,
-    pin_memory=False,
-    dataset=dict(
-        _delete_=True,
-        type='DemoImageDataset',
-        mode='val',
-        image_size=image_size))
-test_dataloader = val_dataloader
-# Metrics that need no download.
-val_evaluator = [dict(type='PSNRMetric'), dict(type='SSIMMetric')]
-test_evaluator = val_evaluator
-
-train_cfg = dict(val_interval=4)
-default_hooks = dict(
-    logger=dict(interval=8), checkpoint=dict(interval=4, max_keep_ckpts=2))
-model_wrapper_cfg = dict(find_unused_parameters=True)
-# 512 iterations in all: a short EMA horizon, as in the demo.
-custom_hooks = [
-    dict(type='EMAHook', ema_type='TrainableExponentialMovingAverage',
-         momentum=0.02, update_buffers=False, priority='ABOVE_NORMAL'),
-    dict(type='ReconstructionGridHook', interval=128, num_images=8),
-]
+        encoder=dict(
+            model_name='vit_base_patch16_clip_quickgelu_224.openai',
+            input_size=64)))
