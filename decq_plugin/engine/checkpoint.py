@@ -239,7 +239,7 @@ def _mismatch(module: nn.Module, path: str, found: List[str],
     return StateDictMismatchError('\n  '.join(lines))
 
 
-def _check_fit(module: nn.Module, own: Dict[str, Any],
+def check_state_fit(module: nn.Module, own: Dict[str, Any],
                state: Dict[str, Any], path: str,
                strict: bool) -> Tuple[List[str], List[str]]:
     """Raise :class:`StateDictMismatchError` unless ``state`` fits ``own``
@@ -269,7 +269,7 @@ def check_checkpoint_keys(model: nn.Module, path: str) -> None:
     own = get_state_dict(model)
     checkpoint = safe_load_checkpoint(path)
     state = _pick_state_dict(checkpoint, None, path)
-    _check_fit(model, own, state, path, strict=True)
+    check_state_fit(model, own, state, path, strict=True)
 
 
 def load_model_weights(module: nn.Module,
@@ -315,7 +315,7 @@ def load_model_weights(module: nn.Module,
                 f"{path!r} has no key under prefix={prefix!r}; its top-level "
                 f'prefixes are {tops[:20]}; the module was left unchanged')
         state = selected
-    missing, unexpected = _check_fit(module, own, state, path, strict)
+    missing, unexpected = check_state_fit(module, own, state, path, strict)
     module.load_state_dict(state, strict=strict)
     if missing or unexpected:
         print_log(

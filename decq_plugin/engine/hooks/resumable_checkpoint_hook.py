@@ -34,6 +34,7 @@ from mmengine.runner.checkpoint import get_state_dict
 
 from decq_plugin.registry import HOOKS
 from .. import random_state
+from ..checkpoint import check_state_fit
 from ..checkpoint_errors import StateDictMismatchError
 from ..checkpoint_files import (LAST_CHECKPOINT, atomic_write_text,
                                 non_finite_entries, publish)
@@ -165,32 +166,17 @@ class ResumableCheckpointHook(CheckpointHook):
         state = checkpoint.get('state_dict', checkpoint)
         if not isinstance(state, dict):
             return
-        own = get_state_dict(runner.model)
         found = {k[len('module.'):] if k.startswith('module.') else k: v
                  for k, v in state.items()}
-        missing = [k for k in own if k not in found]
-        unexpected = [k for k in found if k not in own]
-        shapes = [f'{k}: checkpoint {tuple(found[k].shape)} vs model '
-                  f'{tuple(own[k].shape)}' for k in found
-                  if k in own and hasattr(found[k], 'shape')
-                  and tuple(found[k].shape) != tuple(own[k].shape)]
-        if not (missing or unexpected or shapes):
-            return
-        lines = [f'load_from={runner._load_from!r} does not fit '
-                 f'{type(runner.model).__name__}:']
-        if missing:
-            lines.append(f'{len(missing)} of {len(own)} model keys missing, '
-                         f'e.g. {missing[:5]}')
-        if unexpected:
-            lines.append(f'{len(unexpected)} of {len(found)} checkpoint keys '
-                         f'unexpected, e.g. {unexpected[:5]}')
-        if shapes:
-            lines.append(f'{len(shapes)} shape mismatches, e.g. {shapes[:3]}')
-        lines.append(f'load a checkpoint of this model, or set '
-                     f'{ALLOW_PARTIAL_KEY} = True in the config (or '
-                     f'--cfg-options {ALLOW_PARTIAL_KEY}=True) to load the '
-                     'keys that fit')
-        raise StateDictMismatchError('\n  '.join(lines))
+        try:
+            check_state_fit(runner.model, get_state_dict(runner.model),
+                            found, runner._load_from, strict=True)
+        except StateDictMismatchError as err:
+            raise StateDictMismatchError(
+                f'load_from: {err}\n  load a checkpoint of this model, or '
+                f'set {ALLOW_PARTIAL_KEY} = True in the config (or '
+                f'--cfg-options {ALLOW_PARTIAL_KEY}=True) to load the keys '
+                'that fit') from None
 
     # -- restoring at the right moment ----------------------------------------
     def _restore_pending(self) -> None:
