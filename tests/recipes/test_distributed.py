@@ -55,6 +55,21 @@ def _state(path: str) -> dict:
     return safe_load_checkpoint(path)
 
 
+def _train_then_resume(config: str, work_dir: str, epochs: int) -> dict:
+    """Two processes train ``epochs - 1`` epochs, then ``--resume`` for the
+    last one; returns the final checkpoint, checked against a single
+    process's keys."""
+    _dist('dist_train.sh', config, '--work-dir', work_dir, '--cfg-options',
+          f'train_cfg.max_epochs={epochs - 1}')
+    out = _dist('dist_train.sh', config, '--work-dir', work_dir, '--resume')
+    assert f'resumed epoch: {epochs - 1}' in out
+    path = smoke.last_checkpoint(work_dir)
+    state = _state(path)
+    assert state['meta']['epoch'] == epochs
+    assert set(state['state_dict']) == _single_process_keys(config)
+    return dict(state, path=path)
+
+
 def _single_process_keys(config: str) -> set:
     from decq_plugin.apis import build_model_from_config
     model = build_model_from_config(config)
@@ -73,15 +88,8 @@ def test_two_processes_both_stages(tmp_path):
     cfg1 = write_shrunk_config(
         str(STAGE1), str(tmp_path / 'stage1.py'),
         shrink.stage1_overrides(load_config(str(STAGE1)), data_root))
-    work1 = str(tmp_path / 'stage1')
-    _dist('dist_train.sh', cfg1, '--work-dir', work1, '--cfg-options',
-          'train_cfg.max_epochs=2')
-    out = _dist('dist_train.sh', cfg1, '--work-dir', work1, '--resume')
-    assert 'resumed epoch: 2' in out
-    ckpt1 = smoke.last_checkpoint(work1)
-    state = _state(ckpt1)
-    assert state['meta']['epoch'] == 3
-    assert set(state['state_dict']) == _single_process_keys(cfg1)
+    state = _train_then_resume(cfg1, str(tmp_path / 'stage1'), epochs=3)
+    ckpt1 = state['path']
     trainable = {k[len('module.'):] for k in state['ema_state_dict']
                  if k.startswith('module.')}
     assert trainable and trainable <= set(state['state_dict'])
@@ -108,23 +116,15 @@ def test_two_processes_both_stages(tmp_path):
     smoke.load_tool('extract_latents').main(
         [cfg1, ckpt1, '--out-dir', latents, '--stats', stats,
          '--batch-size', '2', '--num-workers', '0', '--device', 'cpu'])
-    reference = make_reference_npz(str(tmp_path / 'ref.npz'), 8,
-                                         shrink.image_size(
-                                             load_config(cfg1).model.tokenizer))
+    size = shrink.image_size(load_config(cfg1).model.tokenizer)
+    reference = make_reference_npz(str(tmp_path / 'ref.npz'), 8, size)
     artefacts = dict(tokenizer_ckpt=ckpt1, latent_stats=stats,
                      latent_root=latents, reference=reference)
     cfg2 = write_shrunk_config(
         str(STAGE2), str(tmp_path / 'stage2.py'),
         shrink.stage2_overrides(load_config(str(STAGE2)), artefacts))
-    work2 = str(tmp_path / 'stage2')
-    _dist('dist_train.sh', cfg2, '--work-dir', work2, '--cfg-options',
-          'train_cfg.max_epochs=1')
-    out = _dist('dist_train.sh', cfg2, '--work-dir', work2, '--resume')
-    assert 'resumed epoch: 1' in out
-    ckpt2 = smoke.last_checkpoint(work2)
-    state2 = _state(ckpt2)
-    assert state2['meta']['epoch'] == 2
-    assert set(state2['state_dict']) == _single_process_keys(cfg2)
+    ckpt2 = _train_then_resume(cfg2, str(tmp_path / 'stage2'),
+                               epochs=2)['path']
     test_tool.main([cfg2, ckpt2, '--work-dir', str(tmp_path / 'test2')])
     result = smoke.load_tool('sample').main(
         [cfg2, ckpt2, '--out-dir', str(tmp_path / 'samples'),
