@@ -97,22 +97,13 @@ def _tokenizer_config(tokenizer: dict, data_root: str, path: str) -> str:
     return path
 
 
-def _latent_defaults(tokenizer) -> dict:
-    shapes = tokenizer.latent_shapes
-    c, h, _ = shapes['patch']
-    out = dict(in_channels=c, grid_size=h, num_queries=0,
-               num_classes=shrink.NUM_CLASSES)
-    if 'query' in shapes:
-        out.update(num_queries=shapes['query'][0],
-                   query_channels=shapes['query'][1])
-    return out
-
-
 def stage2_artefacts(config: str, cache_dir: str, data_root: str) -> Dict:
     """Tokenizer checkpoint, statistics, cached latents, reference batch
     (and guide / RAE-decoder checkpoints) for a stage-2 ``config``; reused
     across configs that share the shrunk tokenizer."""
     from decq_plugin.apis import build_tokenizer_from_config
+    from decq_plugin.models.diffusion.generation_model import \
+        denoiser_defaults
     from decq_plugin.registry import MODELS
     cfg = load_config(config)
     placeholder = dict(tokenizer_ckpt=None, latent_stats=None,
@@ -152,7 +143,8 @@ def stage2_artefacts(config: str, cache_dir: str, data_root: str) -> Dict:
     guidance = shrunk.model.get('guidance')
     if guidance and guidance.get('type') == 'AutoGuidance':
         guide_cfg = dict(_to_plain(guidance.guide))
-        guide_cfg.update(_latent_defaults(tokenizer))
+        guide_cfg.update(denoiser_defaults(tokenizer.latent_shapes,
+                                           shrink.NUM_CLASSES))
         path = osp.join(folder, f'guide_{_digest(sorted(guide_cfg.items()))}'
                         '.pth')
         if not osp.isfile(path):

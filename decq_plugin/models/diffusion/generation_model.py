@@ -83,6 +83,29 @@ def build_frozen_tokenizer(cfg: dict, ckpt: Optional[str] = None,
     return freeze(tokenizer)
 
 
+def denoiser_defaults(latent_shapes: Dict[str, tuple],
+                      num_classes: Optional[int] = None) -> dict:
+    """``DiTDH`` arguments fixed by a tokenizer's latents: ``in_channels``,
+    ``grid_size``, ``num_queries`` (and ``query_channels``), plus
+    ``num_classes`` when given.
+
+    Args:
+        latent_shapes: ``{'patch': (C, h, w), 'query': (Q, C_q)}`` per
+            sample (``'query'`` only for DecQ-style tokenizers).
+    """
+    c, h, w = latent_shapes['patch']
+    if h != w:
+        raise ValueError(f'the tokenizer makes a non-square latent grid '
+                         f'{(h, w)}; DiTDH needs h == w')
+    out = dict(in_channels=c, grid_size=h, num_queries=0)
+    if 'query' in latent_shapes:
+        out.update(num_queries=latent_shapes['query'][0],
+                   query_channels=latent_shapes['query'][1])
+    if num_classes is not None:
+        out['num_classes'] = int(num_classes)
+    return out
+
+
 @MODELS.register_module()
 class LatentDiffusionModel(BaseModel):
     """Flow-matching DiT on a frozen tokenizer's latents.
@@ -177,18 +200,7 @@ class LatentDiffusionModel(BaseModel):
 
     # -- construction -------------------------------------------------------
     def _denoiser_defaults(self, num_classes: Optional[int]) -> dict:
-        shapes = self.tokenizer.latent_shapes
-        c, h, w = shapes['patch']
-        if h != w:
-            raise ValueError(f'the tokenizer makes a non-square latent grid '
-                             f'{(h, w)}; DiTDH needs h == w')
-        out = dict(in_channels=c, grid_size=h, num_queries=0)
-        if 'query' in shapes:
-            out.update(num_queries=shapes['query'][0],
-                       query_channels=shapes['query'][1])
-        if num_classes is not None:
-            out['num_classes'] = int(num_classes)
-        return out
+        return denoiser_defaults(self.tokenizer.latent_shapes, num_classes)
 
     @staticmethod
     def _with_defaults(cfg: dict, defaults: dict) -> dict:
