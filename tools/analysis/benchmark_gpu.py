@@ -335,6 +335,8 @@ def run_train_tool(plan: Plan, stage: int, work: str,
         batch, config = plan.batch2, plan.stage2
         body = (f'train_dataloader = dict(batch_size={batch}, dataset=dict('
                 f'data_root={lat!r}, use_flip=False))\n')
+        if plan.dry:
+            body += f'model = dict(compile={plan.compile!r})\n'
     else:
         images = osp.join(work, 'jpegs')
         size, crop, resize = ((80, 60), 64, 72) if plan.dry else \
@@ -349,15 +351,14 @@ def run_train_tool(plan: Plan, stage: int, work: str,
             'model = dict(disc_start=0, gan_start=0, tokenizer=dict('
             'encoder=dict(pretrained=False)), discriminator=dict('
             'pretrained=False), perceptual_loss=dict(pretrained_trunk='
-            'False))\n')
+            'False)' + (f', compile={plan.compile!r}' if plan.dry else '')
+            + ')\n')
     body += (
         'val_dataloader = None\nval_cfg = None\nval_evaluator = None\n'
         'train_cfg = dict(max_epochs=1, val_interval=1000)\n'
         f'default_hooks = dict(logger=dict(interval={plan.log_interval}), '
         'checkpoint=dict(interval=1000, save_last=False))\n'
         f'log_processor = dict(window_size={plan.log_interval})\n')
-    if plan.dry:
-        body += f'model = dict(compile={plan.compile!r})\n'
     cfg = _override_config(osp.join(work, f'stage{stage}.py'), config, body)
     cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), cfg,
            '--work-dir', osp.join(work, f'wd{stage}'), '--compile']
