@@ -9,6 +9,13 @@ after they are built, from ``model.compile``::
                  compile=True)                 # the model's default regions
     model = dict(..., compile=dict(regions=['denoiser'],   # whole denoiser
                                    mode='max-autotune-no-cudagraphs'))
+    model = dict(..., compile=dict(memory_budget=0.8))    # less activation memory
+
+``memory_budget`` (0 < b <= 1) is the activation memory budget of the
+compiled regions' partitioner (``torch._functorch.config.
+activation_memory_budget``): below 1 it recomputes the cheapest activations
+in backward instead of saving them, trading a little speed for the memory
+that buys a larger batch.
 
 A region is a dotted path to a submodule. A ``ModuleList``/``Sequential``
 region compiles each of its children ("regional compilation": blocks of one
@@ -33,6 +40,8 @@ from torch import nn
 
 #: ``torch.compile`` arguments ``model.compile`` may set.
 COMPILE_KWARGS = ('backend', 'mode', 'fullgraph', 'dynamic', 'options')
+#: Keys of ``model.compile`` besides the ``torch.compile`` arguments.
+REGION_KEYS = ('regions', 'memory_budget')
 
 
 class CompiledCall:
@@ -40,23 +49,33 @@ class CompiledCall:
 
     Held in ``module._compiled_call_impl`` (where ``nn.Module.compile``
     puts it). Deep-copying it gives None, so a copy of the module runs
-    eagerly with its own weights.
+    eagerly with its own weights. With ``memory_budget`` each call runs
+    under that activation memory budget (the partition into forward and
+    backward is decided at the first call).
     """
 
-    def __init__(self, fn: Callable) -> None:
+    def __init__(self, fn: Callable,
+                 memory_budget: Optional[float] = None) -> None:
         self.fn = fn
+        self.memory_budget = memory_budget
 
     def __call__(self, *args, **kwargs):
-        return self.fn(*args, **kwargs)
+        if self.memory_budget is None:
+            return self.fn(*args, **kwargs)
+        from torch._functorch import config
+        with config.patch(activation_memory_budget=self.memory_budget):
+            return self.fn(*args, **kwargs)
 
     def __deepcopy__(self, memo: dict) -> None:
         return None
 
 
-def compile_module(module: nn.Module, **kwargs) -> nn.Module:
+def compile_module(module: nn.Module,
+                   memory_budget: Optional[float] = None,
+                   **kwargs) -> nn.Module:
     """Compile ``module``'s ``__call__`` in place; returns ``module``."""
     module._compiled_call_impl = CompiledCall(
-        torch.compile(module._call_impl, **kwargs))
+        torch.compile(module._call_impl, **kwargs), memory_budget)
     return module
 
 
@@ -99,15 +118,23 @@ def parse_compile_cfg(spec: Union[bool, dict, None],
     cfg = {} if spec is True else dict(spec)
     regions = cfg.pop('regions', None)
     regions = list(default_regions if regions is None else regions)
+    budget = cfg.pop('memory_budget', None)
+    if budget is not None and (isinstance(budget, bool) or
+                               not isinstance(budget, (int, float)) or
+                               not 0 < budget <= 1):
+        raise ValueError(f'compile: memory_budget must be a number in '
+                         f'(0, 1], got {budget!r}')
     if isinstance(regions, str) or not all(isinstance(r, str)
                                            for r in regions):
         raise TypeError(f'compile regions must be a list of dotted module '
                         f'paths, got {regions!r}')
     unknown = sorted(set(cfg) - set(COMPILE_KWARGS))
     if unknown:
-        raise ValueError(f'compile: unknown keys {unknown}; allowed: regions, '
-                         f'{", ".join(COMPILE_KWARGS)}')
+        raise ValueError(f'compile: unknown keys {unknown}; allowed: '
+                         f'{", ".join(REGION_KEYS + COMPILE_KWARGS)}')
     cfg.setdefault('dynamic', False)
+    if budget is not None:
+        cfg['memory_budget'] = float(budget)
     return dict(regions=regions, **cfg)
 
 

@@ -13,9 +13,11 @@ Parts (``--parts``, default all):
   AdamW, clip 1.0, bf16, compiled regions) in variants (``--dit-variants``,
   ``MODE:OPTION+OPTION``; MODE ``rae`` or ``decq``; options ``default``,
   ``cudnn``/``flash``/``efficient`` (SDPA backend first in priority),
-  ``budget=X`` (``torch._functorch`` activation memory budget of the
-  compiled regions), ``ckpt=K`` (recompute the first K body blocks),
-  ``whole`` (compile the whole model instead of its blocks)); img/s, peak
+  ``budget=X`` (``model.compile``'s ``memory_budget``), ``ckpt=K``
+  (recompute the first K body blocks), ``whole`` (compile the whole model
+  instead of its blocks), ``bshd`` (token-major q/k/v layout into SDPA),
+  ``cdt`` (inductor's coordinate-descent tuning of its kernels),
+  ``autotune`` (``mode='max-autotune-no-cudagraphs'``)); img/s, peak
   memory, and for the first variant of each mode a profiler table of kernel
   classes (GEMM, attention, fused elementwise, optimizer, ...) and the CFG
   forward;
@@ -23,7 +25,8 @@ Parts (``--parts``, default all):
   ``tools/train.py --compile`` builds it, every loss on) timed per phase
   (encode, decode, LPIPS, discriminator, autograd.grad, backward, optimizer
   steps; a device sync at each phase edge), then the kernel classes of
-  undisturbed steps.
+  undisturbed steps, then img/s as more regions are compiled in turn
+  (``--stage1-regions``).
 
 Results: ``profile_gpu.json`` and ``profile_gpu.md`` in ``--out-dir``.
 """
@@ -67,6 +70,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--dit-variants', default=DIT_VARIANTS)
     p.add_argument('--batch2', type=int, default=256)
     p.add_argument('--batch1', type=int, default=64)
+    p.add_argument('--stage1-regions',
+                   default='perceptual_loss.lpips,discriminator.heads',
+                   help='regions compiled one after the other on top of '
+                   "the config's (comma-separated; empty: none)")
     p.add_argument('--iters', type=int, default=8)
     p.add_argument('--dry-run', action='store_true',
                    help='CPU, tiny models, demo configs: checks the script')
@@ -201,7 +208,8 @@ def parse_variant(spec: str) -> dict:
     if mode not in ('rae', 'decq'):
         raise ValueError(f'variant {spec!r}: mode must be rae or decq')
     out = dict(name=spec, queries=8 if mode == 'decq' else 0, sdpa=None,
-               budget=None, ckpt=0, whole=False)
+               budget=None, ckpt=0, whole=False, bshd=False, options={},
+               mode=None)
     for opt in filter(None, (opts or 'default').split('+')):
         if opt == 'default':
             continue
@@ -213,6 +221,12 @@ def parse_variant(spec: str) -> dict:
             out['ckpt'] = int(opt.split('=', 1)[1])
         elif opt == 'whole':
             out['whole'] = True
+        elif opt == 'bshd':
+            out['bshd'] = True
+        elif opt == 'cdt':
+            out['options']['coordinate_descent_tuning'] = True
+        elif opt == 'autotune':
+            out['mode'] = 'max-autotune-no-cudagraphs'
         else:
             raise ValueError(f'variant {spec!r}: unknown option {opt!r}')
     return out
@@ -235,8 +249,10 @@ def run_dit_variant(var: dict, plan, iters: int, with_profile: bool) -> dict:
     from decq_plugin.models.compile_regions import compile_module
     from decq_plugin.models.compile_regions import compile_regions
     from decq_plugin.models.diffusion.dit_dh import DiTDH
+    from decq_plugin.models.diffusion.layers import Attention
     from decq_plugin.models.losses.flow_matching import FlowMatchingLoss
     torch._dynamo.reset()
+    Attention.token_major = var['bshd']
     dev, b = plan.device, plan.batch2
     torch.manual_seed(0)
     ch, grid = (8, 4) if plan.dry else (768, 16)
@@ -245,6 +261,13 @@ def run_dit_variant(var: dict, plan, iters: int, with_profile: bool) -> dict:
                   num_queries=var['queries'],
                   grad_checkpoint=var['ckpt']).to(dev).train()
     compile_kw = dict(backend='eager') if plan.dry else {}
+    if not plan.dry:
+        if var['options']:
+            compile_kw['options'] = var['options']
+        if var['mode']:
+            compile_kw['mode'] = var['mode']
+    if var['budget'] is not None:
+        compile_kw['memory_budget'] = var['budget']
     if var['whole']:
         compile_module(model, dynamic=False, **compile_kw)
     else:
@@ -255,9 +278,6 @@ def run_dit_variant(var: dict, plan, iters: int, with_profile: bool) -> dict:
                             fused=dev == 'cuda')
     x = bench._latents(b, ch, grid, var['queries'], dev)
     y = torch.randint(0, 1000, (b, ), device=dev)
-    budget = (torch._functorch.config.patch(
-        activation_memory_budget=var['budget'])
-        if var['budget'] is not None else contextlib.nullcontext())
     amp = dict(device_type=dev, dtype=torch.bfloat16, enabled=dev == 'cuda')
 
     def step():
@@ -269,7 +289,7 @@ def run_dit_variant(var: dict, plan, iters: int, with_profile: bool) -> dict:
         opt.zero_grad(set_to_none=True)
 
     out = dict(variant=var['name'], batch=b)
-    with sdpa_priority(var['sdpa']), budget:
+    with sdpa_priority(var['sdpa']):
         if dev == 'cuda':
             torch.cuda.reset_peak_memory_stats()
         t0 = time.time()
@@ -293,6 +313,7 @@ def run_dit_variant(var: dict, plan, iters: int, with_profile: bool) -> dict:
                 b / bench.timed(cfg, dev, iters), 1)
             out['cfg_kernels'] = profile_steps(cfg, 2)
     del model, opt
+    Attention.token_major = False
     if dev == 'cuda':
         torch.cuda.empty_cache()
     return out
@@ -307,6 +328,8 @@ def bench_dit(plan, variants: List[str], iters: int) -> List[dict]:
         try:
             row = run_dit_variant(var, plan, iters, with_profile=first)
         except Exception as err:  # keep the other variants' numbers
+            from decq_plugin.models.diffusion.layers import Attention
+            Attention.token_major = False
             row = dict(variant=spec, error=f'{type(err).__name__}: {err}'[:500])
             if plan.device == 'cuda':
                 torch.cuda.empty_cache()
@@ -402,7 +425,8 @@ def _load_tool(name: str):
     return module
 
 
-def bench_stage1(plan, work: str, iters: int) -> dict:
+def bench_stage1(plan, work: str, iters: int,
+                 regions: List[str]) -> dict:
     runner, wrapper, batch = build_stage1(plan, work)
     model = runner.model
     dev = plan.device
@@ -450,12 +474,24 @@ def bench_stage1(plan, work: str, iters: int) -> dict:
         timer.enabled = False
         torch.autograd.grad = original_grad
     out['kernels'] = profile_steps(step, 2)
-    # Variant: the LPIPS trunk in channels-last layout.
-    lpips_net = model.perceptual_loss
-    if lpips_net is not None:
-        lpips_net.to(memory_format=torch.channels_last)
-        out['lpips_channels_last_img_s'] = round(
-            plan.batch1 / bench.timed(step, dev, iters), 1)
+    # More compiled regions, one after the other (cumulative).
+    from decq_plugin.models.compile_regions import compile_regions
+    spec = dict(backend='eager') if plan.dry else True
+    out['more_regions'] = []
+    for region in filter(None, regions):
+        row = dict(added=region)
+        try:
+            row['compiled'] = compile_regions(model, spec, [region])
+            step()
+            row['img_s'] = round(plan.batch1 / bench.timed(step, dev, iters),
+                                 1)
+            row['peak_gib'] = bench.peak_gib(dev)
+        except Exception as err:
+            row['error'] = f'{type(err).__name__}: {err}'[:500]
+        out['more_regions'].append(row)
+        print('stage1', json.dumps(row), flush=True)
+        if 'error' in row:
+            break
     return out
 
 
@@ -507,6 +543,12 @@ def to_markdown(results: dict) -> str:
             lines.append(f"| {k} | {v['ms']} | {v['calls']} |")
         lines.append('')
         lines += _kernel_lines('stage-1 kernels', s1['kernels'])
+        lines += ['| compiled in addition (cumulative) | img/s | peak GiB |',
+                  '|---|---|---|']
+        for r in s1.get('more_regions', []):
+            lines.append(f"| {r['added']} | {r.get('img_s', r.get('error'))}"
+                         f" | {r.get('peak_gib', '')} |")
+        lines.append('')
     return '\n'.join(lines) + '\n'
 
 
@@ -546,9 +588,10 @@ def main(argv=None) -> dict:
     parts = args.parts.split(',')
     jobs = [('attention', lambda: bench_attention(plan.dry, plan.batch2,
                                                   plan.batch1)),
+            ('stage1', lambda: bench_stage1(
+                plan, work, iters, args.stage1_regions.split(','))),
             ('dit', lambda: bench_dit(plan, args.dit_variants.split(','),
-                                      iters)),
-            ('stage1', lambda: bench_stage1(plan, work, iters))]
+                                      iters))]
     for name, fn in jobs:
         if name not in parts:
             continue

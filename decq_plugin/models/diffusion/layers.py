@@ -112,7 +112,16 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 class Attention(nn.Module):
     """Multi-head self-attention through ``F.scaled_dot_product_attention``
-    with optional RoPE on queries and keys. [B, N, D] -> [B, N, D]."""
+    with optional RoPE on queries and keys. [B, N, D] -> [B, N, D].
+
+    ``token_major`` (class attribute) picks the layout handed to SDPA:
+    False permutes q/k/v into head-major [B, H, N, d] tensors; True keeps
+    the token-major [B, N, H, d] storage of the qkv projection and passes
+    [B, H, N, d] views of it (no transposes around the kernel). Both give
+    the same values.
+    """
+
+    token_major = False
 
     def __init__(self, dim: int, num_heads: int,
                  qkv_bias: bool = True) -> None:
@@ -129,6 +138,11 @@ class Attention(nn.Module):
                 rope_sin: Optional[Tensor] = None) -> Tensor:
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
+        if self.token_major:
+            q, k, v = self._token_major_qkv(qkv, rope_cos, rope_sin)
+            # No mask and head dims of 8k: SDPA takes the cuDNN/flash kernels.
+            x = F.scaled_dot_product_attention(q, k, v)
+            return self.proj(x.transpose(1, 2).reshape(b, n, d))
         qkv = qkv.permute(2, 0, 3, 1, 4)  # [3, B, H, N, d]
         if rope_cos is not None:
             # Queries and keys rotate in one pass: [2, B, H, N, d].
@@ -136,9 +150,22 @@ class Attention(nn.Module):
             v = qkv[2]
         else:
             q, k, v = qkv.unbind(0)
-        # No mask and head dims of 8k: SDPA takes the flash / cuDNN kernels.
         x = F.scaled_dot_product_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(b, n, d))
+
+    @staticmethod
+    def _token_major_qkv(qkv: Tensor, cos: Optional[Tensor],
+                         sin: Optional[Tensor]) -> tuple:
+        """[B, N, 3, H, d] -> q, k, v as [B, H, N, d] views of token-major
+        storage; RoPE tables [N, d] rotate q and k in one pass."""
+        if cos is not None:
+            qk = apply_rope(qkv[:, :, :2], cos[:, None, None],
+                            sin[:, None, None])  # [B, N, 2, H, d]
+            q, k = qk.unbind(2)
+        else:
+            q, k = qkv[:, :, 0], qkv[:, :, 1]
+        v = qkv[:, :, 2]
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
 class AdaLNBlock(nn.Module):

@@ -76,13 +76,17 @@ class LPIPSLoss(nn.Module):
         lin_weights: use the calibrated linear heads shipped with ``lpips``;
             ``False`` gives the package's unweighted baseline (channel
             differences summed, layers averaged).
+        channels_last: keep the trunk's convolutions in channels-last
+            layout (cuDNN's native layout for bf16: no NCHW/NHWC transposes
+            around each convolution). Values are unchanged.
     """
 
     def __init__(self,
                  net: str = 'vgg',
                  pretrained_trunk: bool = True,
                  trunk_weights_path: Optional[str] = None,
-                 lin_weights: bool = True) -> None:
+                 lin_weights: bool = True,
+                 channels_last: bool = True) -> None:
         super().__init__()
         if net not in _TRUNK_WEIGHTS:
             raise ValueError(f'net must be one of {sorted(_TRUNK_WEIGHTS)}, '
@@ -106,6 +110,8 @@ class LPIPSLoss(nn.Module):
                 os.path.join(_LIN_WEIGHTS_DIR, f'{net}.pth'),
                 map_location='cpu', weights_only=True)
             self._load_lins(lin_state)
+        if channels_last:
+            self.lpips.to(memory_format=torch.channels_last)
         self.requires_grad_(False)
         self.eval()
 
