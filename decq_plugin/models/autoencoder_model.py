@@ -66,9 +66,15 @@ class AutoencoderModel(BaseModel):
             on the whole batch.
     """
 
-    #: Regions compiled by ``compile=True``.
+    #: Regions compiled by ``compile=True``: the decoder and discriminator
+    #: blocks, the discriminator heads and the LPIPS network (eager, the
+    #: LPIPS feature normalisation and the heads' norms run as many small
+    #: float32 kernels; compiled, the stage-1 step on an H200 ran 223 ->
+    #: 283 img/s, docs/benchmarks/h200_profile_2026-11-30b.json).
     default_compile_regions = ('tokenizer.decoder.blocks',
-                               'discriminator.feature_net.blocks')
+                               'discriminator.feature_net.blocks',
+                               'discriminator.heads',
+                               'perceptual_loss.lpips')
 
     def __init__(self,
                  tokenizer: dict,

@@ -58,7 +58,7 @@ DEMO2 = 'configs/demo/ldm_dit-dh-tiny_decq-tiny_1xb16-40e_demo-64.py'
 DEMO1 = 'configs/demo/decq_tiny_1xb8-16e_demo-64.py'
 TINY_DIT = dict(body_width=32, body_depth=2, body_heads=2, head_width=48,
                 head_depth=1, head_heads=2)
-PARTS = ('matmul', 'step', 'train2', 'train1', 'sample')
+PARTS = ('matmul', 'train1', 'headline', 'step', 'train2', 'sample')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -78,6 +78,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='per-GPU batch of stage 2 (and the hand-written step)')
     p.add_argument('--batch1', type=int, default=64,
                    help='per-GPU batch of stage 1')
+    p.add_argument('--step-batch', type=int, default=256,
+                   help='batch of the headline DiT-DH-XL step rows')
+    p.add_argument('--rae-src', default=None,
+                   help="the public RAE code's src/ folder: adds its "
+                   'DiT-DH-XL to the headline rows (same step, same run)')
     p.add_argument('--num-samples', type=int, default=None)
     p.add_argument('--timeout', type=int, default=420,
                    help='seconds allowed to each tools/train.py run')
@@ -100,6 +105,7 @@ class Plan:
             else 'cuda'
         self.batch2 = 4 if dry else args.batch2
         self.batch1 = 4 if dry else args.batch1
+        self.step_batch = 4 if dry else args.step_batch
         self.iters2 = 2 if dry else (20 if quick else 30)
         self.iters1 = 2 if dry else (20 if quick else 30)
         self.log_interval = 1 if dry else 5
@@ -169,9 +175,41 @@ def bench_matmul(plan: Plan) -> dict:
 def _dit(plan: Plan, arch, num_queries: int = 8):
     from decq_plugin.models.diffusion.dit_dh import DiTDH
     ch, grid = (8, 4) if plan.dry else (768, 16)
-    model = DiTDH(arch=TINY_DIT if plan.dry else arch, in_channels=ch,
-                  grid_size=grid, num_queries=num_queries)
-    return model.to(plan.device), ch, grid
+    with torch.device(plan.device):  # initialise on the GPU: no CPU pass
+        model = DiTDH(arch=TINY_DIT if plan.dry else arch, in_channels=ch,
+                      grid_size=grid, num_queries=num_queries)
+    return model, ch, grid
+
+
+class PatchOnlyVelocity(torch.nn.Module):
+    """The public RAE code's ``DiTwDDTHead`` behind this project's velocity
+    interface (``{'patch': x}, t, y -> {'patch': v}``)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: dict, t, y) -> dict:
+        return {'patch': self.net(x['patch'], t, y)}
+
+
+def rae_code_dit(plan: Plan, rae_src: str):
+    """DiT-DH-XL of the public RAE code (``src/`` of its repository at
+    ``rae_src``), built as its ImageNet-256 DINOv2-B config builds it."""
+    if rae_src not in sys.path:
+        sys.path.insert(0, rae_src)
+    from stage2.models.DDT import DiTwDDTHead
+    size = dict(hidden_size=[64, 96], depth=[2, 1], num_heads=[2, 2]) \
+        if plan.dry else dict(hidden_size=[1152, 2048], depth=[28, 2],
+                              num_heads=[16, 16])
+    ch, grid = (8, 4) if plan.dry else (768, 16)
+    with torch.device(plan.device):
+        net = DiTwDDTHead(input_size=grid, patch_size=1, in_channels=ch,
+                          mlp_ratio=4.0, class_dropout_prob=0.1,
+                          num_classes=1000, use_qknorm=False, use_swiglu=True,
+                          use_rope=True, use_rmsnorm=True, wo_shift=False,
+                          use_pos_embed=True, **size)
+    return PatchOnlyVelocity(net), ch, grid
 
 
 def _latents(batch: int, ch: int, grid: int, q: int, device: str) -> dict:
@@ -193,59 +231,127 @@ def flops_per_image(model, x: dict, y, loss_fn) -> float:
     return total / x['patch'].shape[0]
 
 
-def bench_step(plan: Plan, ceiling: Optional[float]) -> dict:
-    """The hand-written DiT-DH-XL DecQ step, compiled like train.py's."""
-    from decq_plugin.models.compile_regions import (compile_regions,
-                                                    recompile_counts)
+def time_dit(plan: Plan, model, ch: int, grid: int, queries: int,
+             batch: int, compile_fn, ceiling: Optional[float],
+             cfg_forward: bool = True) -> dict:
+    """The hand-written train step (flow-matching loss, fused AdamW, grad
+    clip 1.0, bf16 autocast) of ``model`` at ``batch``: img/s, peak memory,
+    counted FLOP/img, MFU and (optionally) the CFG forward (2 x batch)."""
+    from decq_plugin.models.compile_regions import recompile_counts
     from decq_plugin.models.losses.flow_matching import FlowMatchingLoss
-    torch.manual_seed(0)
-    model, ch, grid = _dit(plan, 'XL')
     model.train()
     loss_fn = FlowMatchingLoss()
-    b, dev = plan.batch2, plan.device
-    x = _latents(b, ch, grid, 8, dev)
-    y = torch.randint(0, 1000, (b, ), device=dev)
-    out = dict(batch=b)
-    with torch.autocast(dev, torch.bfloat16, enabled=dev == 'cuda'):
+    dev = plan.device
+    amp = dict(device_type=dev, dtype=torch.bfloat16, enabled=dev == 'cuda')
+    x = _latents(batch, ch, grid, queries, dev)
+    y = torch.randint(0, 1000, (batch, ), device=dev)
+    out = dict(batch=batch)
+    with torch.autocast(**amp):
         out['gflop_per_img'] = round(
-            flops_per_image(model, _latents(2, ch, grid, 8, dev), y[:2],
-                            loss_fn) / 1e9, 1)
-    compile_regions(model, plan.compile, ['body_blocks', 'head_blocks'])
+            flops_per_image(model, _latents(2, ch, grid, queries, dev),
+                            y[:2], loss_fn) / 1e9, 1)
+    fwd = compile_fn(model)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4, betas=(0.9, 0.95),
-                            fused=True)
+                            fused=dev == 'cuda')
 
     def step():
-        with torch.autocast(dev, torch.bfloat16, enabled=dev == 'cuda'):
-            loss = loss_fn(model, x, y)['loss']
+        with torch.autocast(**amp):
+            loss = loss_fn(fwd, x, y)['loss']
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     if dev == 'cuda':
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     seconds = timed(step, dev, plan.step_iters)
-    out.update(img_s=round(b / seconds, 1), peak_gib=peak_gib(dev),
+    out.update(img_s=round(batch / seconds, 1), peak_gib=peak_gib(dev),
                compiled=recompile_counts())
     if ceiling:
         out['mfu'] = round(out['img_s'] * out['gflop_per_img'] * 1e9 /
                            (ceiling * 1e12), 3)
-    model.eval()
-    x2 = _latents(2 * b, ch, grid, 8, dev)
-    y2 = torch.randint(0, 1001, (2 * b, ), device=dev)
-    t2 = torch.rand(2 * b, device=dev)
+    del opt
+    if cfg_forward:
+        model.eval()
+        x2 = _latents(2 * batch, ch, grid, queries, dev)
+        y2 = torch.randint(0, 1000, (2 * batch, ), device=dev)
+        t2 = torch.rand(2 * batch, device=dev)
 
-    @torch.no_grad()
-    def cfg_forward():
-        with torch.autocast(dev, torch.bfloat16, enabled=dev == 'cuda'):
-            model(x2, t2, y2)
+        @torch.no_grad()
+        def cfg():
+            with torch.autocast(**amp):
+                fwd(x2, t2, y2)
 
-    out['cfg_forward_img_s_per_nfe'] = round(
-        b / timed(cfg_forward, dev, plan.step_iters), 1)
-    del model, opt
+        out['cfg_forward_img_s_per_nfe'] = round(
+            batch / timed(cfg, dev, plan.step_iters), 1)
     if dev == 'cuda':
         torch.cuda.empty_cache()
     return out
+
+
+def _regional(plan: Plan):
+    from decq_plugin.models.compile_regions import compile_regions
+
+    def apply(model):
+        compile_regions(model, plan.compile, ['body_blocks', 'head_blocks'])
+        return model
+    return apply
+
+
+def bench_step(plan: Plan, ceiling: Optional[float]) -> dict:
+    """The hand-written DiT-DH-XL DecQ step at ``tools/train.py``'s batch,
+    compiled like ``model.compile=True``."""
+    torch.manual_seed(0)
+    model, ch, grid = _dit(plan, 'XL')
+    out = time_dit(plan, model, ch, grid, 8, plan.batch2, _regional(plan),
+                   ceiling)
+    del model
+    return out
+
+
+def bench_headline(plan: Plan, ceiling: Optional[float],
+                   rae_src: Optional[str]) -> List[dict]:
+    """The DiT-DH-XL step at ``--step-batch`` (the issue's batch 256):
+    RAE mode, RAE mode with token-major attention inputs, DecQ mode, and
+    the public RAE code's model (compiled whole, as its trainer does),
+    one after the other in one process."""
+    from decq_plugin.models.diffusion.layers import Attention
+    rows = []
+    runs = [('DiTDH, RAE mode', 0, False), ('DiTDH, DecQ mode', 8, False),
+            ('DiTDH, RAE mode, token-major q/k/v', 0, True)]
+    for name, queries, token_major in runs:
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        Attention.token_major = token_major
+        try:
+            model, ch, grid = _dit(plan, 'XL', queries)
+            row = time_dit(plan, model, ch, grid, queries, plan.step_batch,
+                           _regional(plan), ceiling)
+            del model
+        except Exception as err:  # keep the other rows
+            row = dict(error=f'{type(err).__name__}: {err}'[:500])
+        finally:
+            Attention.token_major = False
+        rows.append(dict(what=name, **row))
+        print('headline', json.dumps(rows[-1]), flush=True)
+    if rae_src:
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        compile_kw = dict(backend='eager') if plan.dry else {}
+        try:
+            model, ch, grid = rae_code_dit(plan, rae_src)
+            row = time_dit(plan, model, ch, grid, 0, plan.step_batch,
+                           lambda m: torch.compile(m, **compile_kw), ceiling)
+            del model
+        except Exception as err:
+            row = dict(error=f'{type(err).__name__}: {err}'[:500])
+        rows.append(dict(what='public RAE code DiTwDDTHead, torch.compile',
+                         **row))
+        print('headline', json.dumps(rows[-1]), flush=True)
+    if plan.device == 'cuda':
+        torch.cuda.empty_cache()
+    return rows
 
 
 # -- tools/train.py runs ---------------------------------------------------------
@@ -477,6 +583,12 @@ def to_markdown(results: dict) -> str:
         lines.append(f"| {what} | {r.get('batch', '')} | {r['img_s']} | "
                      f'{peak} | {mfu} | {note} |')
 
+    for r in results.get('headline') or []:
+        if isinstance(r, dict):
+            row(f"DiT-DH-XL train step, {r['what']}", r,
+                f"{r.get('gflop_per_img')} GFLOP/img; CFG forward "
+                f"{r.get('cfg_forward_img_s_per_nfe')} img/s per NFE"
+                if 'img_s' in r else r.get('error', ''))
     step = results.get('step')
     row('DiT-DH-XL DecQ train step, hand-written, compiled regions', step,
         f"{step.get('gflop_per_img')} GFLOP/img" if step else '')
@@ -518,12 +630,14 @@ def main(argv=None) -> dict:
         with open(osp.join(args.out_dir, 'benchmark_gpu.md'), 'w') as f:
             f.write(to_markdown(results))
 
+    ceiling = lambda: results.get('matmul', {}).get('tflops')  # noqa: E731
     steps = [('matmul', lambda: bench_matmul(plan)),
-             ('step', lambda: bench_step(plan, results.get(
-                 'matmul', {}).get('tflops'))),
-             ('sample', lambda: run_sample_tool(plan, work, args.timeout)),
+             ('train1', lambda: run_train_tool(plan, 1, work, args.timeout)),
+             ('headline', lambda: bench_headline(plan, ceiling(),
+                                                 args.rae_src)),
+             ('step', lambda: bench_step(plan, ceiling())),
              ('train2', lambda: run_train_tool(plan, 2, work, args.timeout)),
-             ('train1', lambda: run_train_tool(plan, 1, work, args.timeout))]
+             ('sample', lambda: run_sample_tool(plan, work, args.timeout))]
     for name, fn in steps:
         if name not in parts:
             continue
@@ -532,12 +646,13 @@ def main(argv=None) -> dict:
             results[name] = fn()
         except Exception as err:  # keep the other parts' numbers
             results[name] = dict(error=f'{type(err).__name__}: {err}')
-        results[name]['part_wall_s'] = round(time.time() - t0, 1)
-        print(name, json.dumps({k: v for k, v in results[name].items()
-                                if k not in ('tail', 'step_times',
-                                             'data_times')}), flush=True)
-        if 'tail' in results[name]:
-            print(results[name]['tail'], flush=True)
+        results[f'{name}_wall_s'] = round(time.time() - t0, 1)
+        if isinstance(results[name], dict):
+            print(name, json.dumps({k: v for k, v in results[name].items()
+                                    if k not in ('tail', 'step_times',
+                                                 'data_times')}), flush=True)
+            if 'tail' in results[name]:
+                print(results[name]['tail'], flush=True)
         save()
     ceiling = results.get('matmul', {}).get('tflops')
     flop = results.get('step', {}).get('gflop_per_img')
