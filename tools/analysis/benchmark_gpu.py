@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -59,6 +59,7 @@ DEMO1 = 'configs/demo/decq_tiny_1xb8-16e_demo-64.py'
 TINY_DIT = dict(body_width=32, body_depth=2, body_heads=2, head_width=48,
                 head_depth=1, head_heads=2)
 PARTS = ('matmul', 'train1', 'headline', 'step', 'train2', 'sample')
+HEADLINE_ROWS = ('rae', 'decq', 'token-major', 'rae-code')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -83,6 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--rae-src', default=None,
                    help="the public RAE code's src/ folder: adds its "
                    'DiT-DH-XL to the headline rows (same step, same run)')
+    p.add_argument('--headline-rows', default=','.join(HEADLINE_ROWS),
+                   help='rows of the headline part (comma-separated)')
     p.add_argument('--num-samples', type=int, default=None)
     p.add_argument('--timeout', type=int, default=420,
                    help='seconds allowed to each tools/train.py run')
@@ -203,13 +206,13 @@ def rae_code_dit(plan: Plan, rae_src: str):
         if plan.dry else dict(hidden_size=[1152, 2048], depth=[28, 2],
                               num_heads=[16, 16])
     ch, grid = (8, 4) if plan.dry else (768, 16)
-    with torch.device(plan.device):
-        net = DiTwDDTHead(input_size=grid, patch_size=1, in_channels=ch,
+    # Built on the CPU: the code makes some of its tables there.
+    net = DiTwDDTHead(input_size=grid, patch_size=1, in_channels=ch,
                           mlp_ratio=4.0, class_dropout_prob=0.1,
                           num_classes=1000, use_qknorm=False, use_swiglu=True,
                           use_rope=True, use_rmsnorm=True, wo_shift=False,
                           use_pos_embed=True, **size)
-    return PatchOnlyVelocity(net), ch, grid
+    return PatchOnlyVelocity(net).to(plan.device), ch, grid
 
 
 def _latents(batch: int, ch: int, grid: int, q: int, device: str) -> dict:
@@ -311,16 +314,20 @@ def bench_step(plan: Plan, ceiling: Optional[float]) -> dict:
 
 
 def bench_headline(plan: Plan, ceiling: Optional[float],
-                   rae_src: Optional[str]) -> List[dict]:
+                   rae_src: Optional[str],
+                   rows_wanted: Sequence[str] = HEADLINE_ROWS) -> List[dict]:
     """The DiT-DH-XL step at ``--step-batch`` (the issue's batch 256):
     RAE mode, RAE mode with token-major attention inputs, DecQ mode, and
     the public RAE code's model (compiled whole, as its trainer does),
     one after the other in one process."""
     from decq_plugin.models.diffusion.layers import Attention
     rows = []
-    runs = [('DiTDH, RAE mode', 0, False), ('DiTDH, DecQ mode', 8, False),
-            ('DiTDH, RAE mode, token-major q/k/v', 0, True)]
-    for name, queries, token_major in runs:
+    runs = [('rae', 'DiTDH, RAE mode', 0, False),
+            ('decq', 'DiTDH, DecQ mode', 8, False),
+            ('token-major', 'DiTDH, RAE mode, token-major q/k/v', 0, True)]
+    for key, name, queries, token_major in runs:
+        if key not in rows_wanted:
+            continue
         torch._dynamo.reset()
         torch.manual_seed(0)
         Attention.token_major = token_major
@@ -335,7 +342,7 @@ def bench_headline(plan: Plan, ceiling: Optional[float],
             Attention.token_major = False
         rows.append(dict(what=name, **row))
         print('headline', json.dumps(rows[-1]), flush=True)
-    if rae_src:
+    if rae_src and 'rae-code' in rows_wanted:
         torch._dynamo.reset()
         torch.manual_seed(0)
         compile_kw = dict(backend='eager') if plan.dry else {}
@@ -633,8 +640,9 @@ def main(argv=None) -> dict:
     ceiling = lambda: results.get('matmul', {}).get('tflops')  # noqa: E731
     steps = [('matmul', lambda: bench_matmul(plan)),
              ('train1', lambda: run_train_tool(plan, 1, work, args.timeout)),
-             ('headline', lambda: bench_headline(plan, ceiling(),
-                                                 args.rae_src)),
+             ('headline', lambda: bench_headline(
+                 plan, ceiling(), args.rae_src,
+                 args.headline_rows.split(','))),
              ('step', lambda: bench_step(plan, ceiling())),
              ('train2', lambda: run_train_tool(plan, 2, work, args.timeout)),
              ('sample', lambda: run_sample_tool(plan, work, args.timeout))]
