@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch._dynamo
 
-from decq_plugin.models.compile_regions import (compile_regions,
+from decq_plugin.models.compile_regions import (compile_module,
+                                                compile_regions,
                                                 is_compiled,
                                                 parse_compile_cfg,
                                                 recompile_counts)
@@ -109,3 +110,48 @@ def test_compile_spec_checks():
     model = _tiny_dit()
     model.extra = None
     assert compile_regions(model, dict(backend='eager'), ['extra.x']) == []
+
+
+def test_memory_budget_is_checked_and_applied_during_calls():
+    from torch._functorch import config
+    assert parse_compile_cfg(dict(memory_budget=0.5), ['a']) == dict(
+        regions=['a'], dynamic=False, memory_budget=0.5)
+    for bad in (0, 1.5, True, '0.5'):
+        with pytest.raises(ValueError, match='memory_budget'):
+            parse_compile_cfg(dict(memory_budget=bad), ['a'])
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(config.activation_memory_budget)
+            return x * 2
+
+    probe = Probe()
+    before = config.activation_memory_budget
+    compile_module(probe, memory_budget=0.25, backend='eager')
+    torch._dynamo.reset()
+    out = probe(torch.ones(2))
+    assert torch.equal(out, torch.full((2, ), 2.0))
+    # Traced (and run) under the budget; restored afterwards.
+    assert seen and all(v == 0.25 for v in seen)
+    assert config.activation_memory_budget == before
+
+
+def test_memory_budget_keeps_values_and_gradients():
+    """Recomputing instead of saving changes no number (aot_eager runs the
+    partitioned forward/backward graphs)."""
+    loss_fn = FlowMatchingLoss()
+    grads = []
+    for spec in (False, dict(backend='aot_eager', memory_budget=0.3)):
+        torch._dynamo.reset()
+        model = _tiny_dit()
+        compile_regions(model, spec, ['body_blocks', 'head_blocks'])
+        torch.manual_seed(3)
+        x = {'patch': torch.randn(2, 8, 4, 4), 'query': torch.randn(2, 2, 8)}
+        loss_fn(model, x, torch.tensor([1, 2]))['loss'].backward()
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters()
+                      if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for key in grads[0]:
+        torch.testing.assert_close(grads[1][key], grads[0][key], rtol=1e-4,
+                                   atol=1e-6, msg=key)

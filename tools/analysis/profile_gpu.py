@@ -87,6 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 # -- kernel classes -------------------------------------------------------------
 #: (class, substrings of a kernel name), first match wins.
 KERNEL_CLASSES = (
+    ('communication', ('nccl', 'allreduce')),
     ('attention', ('flash', 'fmha', 'attention', 'attn', 'sdpa', 'mha')),
     ('optimizer', ('adam', 'multi_tensor', 'foreach')),
     ('conv', ('conv', 'implicit', 'winograd', 'dgrad', 'wgrad', 'cudnn')),
@@ -98,7 +99,6 @@ KERNEL_CLASSES = (
     ('copy / cast', ('copy', 'cast', 'cat', 'transpose', 'permute')),
     ('eager elementwise / reduce', ('elementwise', 'reduce', 'vectorized',
                                     'unrolled')),
-    ('communication', ('nccl', 'allreduce')),
 )
 
 

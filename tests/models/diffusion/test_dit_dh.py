@@ -314,3 +314,32 @@ def test_grad_checkpoint_argument_checked():
         tiny(grad_checkpoint=3)  # more than the 2 body blocks
     with pytest.raises(ValueError, match='grad_checkpoint'):
         tiny(grad_checkpoint=-1)
+
+
+def test_token_major_attention_layout_gives_the_same_model():
+    """Attention.token_major hands SDPA views of the token-major qkv
+    storage; outputs and gradients equal the head-major path's."""
+    from decq_plugin.models.diffusion.layers import Attention
+    results = []
+    for token_major in (False, True):
+        torch.manual_seed(0)
+        model = DiTDH(arch=dict(body_width=32, body_depth=2, body_heads=2,
+                                head_width=48, head_depth=1, head_heads=2),
+                      in_channels=8, grid_size=4, num_queries=2)
+        for p in model.parameters():
+            torch.nn.init.normal_(p, std=0.1)
+        x = {'patch': torch.randn(2, 8, 4, 4), 'query': torch.randn(2, 2, 8)}
+        Attention.token_major = token_major
+        try:
+            out = model(x, torch.tensor([0.3, 0.7]), torch.tensor([1, 2]))
+        finally:
+            Attention.token_major = False
+        (out['patch'].sum() + out['query'].square().sum()).backward()
+        results.append((out, {k: p.grad for k, p in model.named_parameters()}))
+    (out0, g0), (out1, g1) = results
+    for key in out0:
+        torch.testing.assert_close(out1[key], out0[key], rtol=1e-5,
+                                   atol=1e-6)
+    for key in g0:
+        torch.testing.assert_close(g1[key], g0[key], rtol=1e-4, atol=1e-6,
+                                   msg=key)

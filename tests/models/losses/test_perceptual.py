@@ -163,3 +163,18 @@ def test_alexnet_trunk_matches_lpips_package():
     expected = ref(a, b, normalize=True).mean()
     assert torch.allclose(ours(a, b), expected, atol=1e-6)
     assert ours(a, a).item() == 0.0
+
+
+def test_channels_last_trunk_gives_the_same_distances():
+    """The channels-last layout (the default) changes no value."""
+    torch.manual_seed(0)
+    fast = MODELS.build(dict(type='LPIPSLoss', pretrained_trunk=False))
+    torch.manual_seed(0)
+    plain = MODELS.build(dict(type='LPIPSLoss', pretrained_trunk=False,
+                              channels_last=False))
+    conv = fast.lpips.net.slice1[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.lpips.net.slice1[0].weight.is_contiguous(
+        memory_format=torch.channels_last)
+    a, b = _images(5), _images(6)
+    torch.testing.assert_close(fast(a, b), plain(a, b), rtol=1e-5, atol=1e-6)
