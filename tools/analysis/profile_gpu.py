@@ -164,7 +164,7 @@ def bench_attention(dry: bool, batch2: int, batch1: int) -> List[dict]:
               ('DiT body, DecQ', batch2, 16, 264, 72),
               ('DiT head', batch2, 16, 256, 128),
               ('CFG forward body (2 x batch)', 2 * batch2, 16, 264, 72),
-              ('ViT-XL decoder', batch1, 16, 257, 64),
+              ('ViT-XL decoder', batch1, 16, 257, 72),
               ('DINO ViT-S/8 disc (2 x batch)', 2 * batch1, 6, 785, 64)]
     if dry:
         shapes = [(s[0], 2, 2, 16, 8) for s in shapes[:2]]
