@@ -414,10 +414,28 @@ class CachedLatentDataset(Dataset):
             self._cache = (k, _open_shard(path))
         return self._cache[1]
 
-    def _row(self, shard, key: str, row: int) -> torch.Tensor:
-        if isinstance(shard, dict):
-            return shard[key][row]
-        return shard.get_slice(key)[row]
+    def _row(self, shard, key: str, row: int, k: int) -> torch.Tensor:
+        """Row ``row`` of tensor ``key`` in shard ``k``; a shard that
+        lacks the key or the row (it disagrees with ``meta.json``) is a
+        :class:`LatentFolderError` naming the file."""
+        try:
+            if isinstance(shard, dict):
+                return shard[key][row]
+            return shard.get_slice(key)[row]
+        except Exception as err:  # KeyError, IndexError, SafetensorError
+            names = sorted(shard.keys())
+            path = osp.join(self.data_root, self.meta['shards'][k]['file'])
+            if key not in names:
+                what = f'has no tensor {key!r} (it holds {names})'
+            elif isinstance(err, IndexError) or 'index' in str(err).lower():
+                what = f'has no row {row} of {key!r}'
+            else:
+                raise
+            raise LatentFolderError(
+                f'latent shard {path} {what}, unlike what '
+                f'{osp.join(self.data_root, META_FILE)} records; the folder '
+                'was changed after extraction. Extract the latents again '
+                '(tools/extract_latents.py) into a new folder') from None
 
     def __getitem__(self, index: int) -> dict:
         if not -self._len <= index < self._len:
@@ -430,9 +448,9 @@ class CachedLatentDataset(Dataset):
         flip = self.use_flip and bool(
             torch.rand((), generator=generator) < 0.5)
         suffix = '_flip' if flip else ''
-        inputs = {key: self._row(shard, key + suffix, row).to(
+        inputs = {key: self._row(shard, key + suffix, row, k).to(
             self.dtype, copy=True) for key in self.keys}
-        label = int(self._row(shard, 'label', row))
+        label = int(self._row(shard, 'label', row, k))
         return dict(inputs=inputs, data_samples=dict(gt_label=label))
 
     def __getstate__(self) -> dict:

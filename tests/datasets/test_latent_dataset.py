@@ -7,6 +7,7 @@ from mmengine.dataset import default_collate
 from torch.utils.data import DataLoader
 
 from decq_plugin.datasets.latent_dataset import (CachedLatentDataset,
+                                                 LatentFolderError,
                                                  LatentShardWriter)
 
 C, H, Q = 8, 2, 3
@@ -152,3 +153,39 @@ def test_writer_validation(tmp_path):
         LatentShardWriter(str(tmp_path / 'x'), shard_size=0)
     with pytest.raises(FileNotFoundError, match='extract_latents'):
         CachedLatentDataset(str(tmp_path / 'nothing'))
+
+
+@pytest.mark.parametrize('file_format', ['safetensors', 'pt'])
+def test_shard_that_disagrees_with_meta_names_file_and_key(tmp_path,
+                                                           file_format):
+    """A shard rewritten without a tensor (or with fewer rows) than
+    meta.json records is refused with the file, the key and what to do,
+    not a bare KeyError / IndexError."""
+    lat, flip, labels = _data(8)
+    _write(tmp_path, lat, flip, labels, [(0, 8)],
+           file_format=file_format).close()
+    shard = tmp_path / f'shard_00001.{file_format}'
+    if file_format == 'safetensors':
+        from safetensors.torch import load_file, save_file
+        tensors = load_file(str(shard))
+        tensors.pop('label')
+        save_file(tensors, str(shard))
+    else:
+        tensors = torch.load(shard, weights_only=True)
+        tensors.pop('label')
+        torch.save(tensors, shard)
+    ds = CachedLatentDataset(str(tmp_path), verify=False)
+    ds[0]  # the first shard is intact
+    with pytest.raises(LatentFolderError,
+                       match=r"shard_00001\.\w+ has no tensor 'label'"):
+        ds[5]
+    # Cut rows: the last shard holds one row fewer than recorded.
+    tensors = {k: v[:3] for k, v in tensors.items()}
+    tensors['label'] = torch.zeros(3, dtype=torch.long)
+    if file_format == 'safetensors':
+        save_file(tensors, str(shard))
+    else:
+        torch.save(tensors, shard)
+    ds = CachedLatentDataset(str(tmp_path), verify=False)
+    with pytest.raises(LatentFolderError, match='has no row 3'):
+        ds[7]
