@@ -21,6 +21,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from decq_plugin.engine.checkpoint import (  # noqa: E402
     CheckpointError, check_checkpoint_keys)
 from decq_plugin.utils import register_all_modules  # noqa: E402
+from decq_plugin.utils.config_check import \
+    check_registered_types  # noqa: E402
 from decq_plugin.utils.launch import (  # noqa: E402
     add_launcher_arguments, build_runner, check_file, export_local_rank,
     load_config, resolve_work_dir)
@@ -93,6 +95,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f'test.py: error: {error}')
     register_all_modules(init_default_scope=False)
+    try:
+        check_registered_types(cfg, args.config)
+    except ValueError as error:
+        sys.exit(f'test.py: error: {error}')
     runner = build_runner(cfg)
     # A checkpoint of another model is an error here, not a partial load
     # with warnings (the runner's own load_from is not strict).

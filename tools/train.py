@@ -26,6 +26,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from decq_plugin.engine.checkpoint_files import \
     resolve_auto_resume  # noqa: E402
 from decq_plugin.utils import register_all_modules  # noqa: E402
+from decq_plugin.utils.config_check import \
+    check_registered_types  # noqa: E402
 from decq_plugin.utils.launch import (  # noqa: E402
     PRECISIONS, add_launcher_arguments, apply_precision, build_runner,
     check_file, choose_precision, export_local_rank, is_remote, load_config,
@@ -127,6 +129,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         except FileNotFoundError as error:
             sys.exit(f'train.py: error: {error}')
     register_all_modules(init_default_scope=False)
+    try:
+        check_registered_types(cfg, args.config)
+    except ValueError as error:
+        sys.exit(f'train.py: error: {error}')
     set_matmul_precision(cfg.get('precision', 'fp32'))
     # --resume without a file: the newest *complete* checkpoint.
     resolve_auto_resume(cfg)

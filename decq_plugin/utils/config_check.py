@@ -11,12 +11,14 @@ the config (or ``--cfg-options allow_unknown_keys=True``).
 
 Keys nested in a dict that is built into a class are checked by the class
 (an unexpected keyword argument is a ``TypeError``; ``arch`` dicts list
-their allowed keys).
+their allowed keys). A ``type`` that no registry knows but that is close to
+a registered name (``AutoencoderModle``) is refused before the runner is
+built, with the name it probably means (:func:`check_registered_types`).
 """
 import difflib
 import inspect
 import re
-from typing import List
+from typing import Any, List, Set
 
 ALLOW_UNKNOWN_KEY = 'allow_unknown_keys'
 _EXTRA_KNOWN = ('_base_', 'runner_type', 'allow_partial_load_from',
@@ -67,3 +69,70 @@ def check_top_level_keys(cfg, path: str) -> None:
             f'{", ".join(lines)}; fix the spelling, or set '
             f'{ALLOW_UNKNOWN_KEY} = True in the config (or --cfg-options '
             f'{ALLOW_UNKNOWN_KEY}=True) to keep them')
+
+
+class UnknownTypeError(ValueError):
+    """A config ``type`` looks like a misspelt registered name."""
+
+
+def registered_names() -> Set[str]:
+    """Every name registered in this package's registries, their MMEngine
+    parents and the parents' other children (mmpretrain ...); call after
+    ``register_all_modules``."""
+    from mmengine.registry import Registry
+
+    from decq_plugin import registry as ours
+    names: Set[str] = set()
+    roots = []
+    for reg in vars(ours).values():
+        if not isinstance(reg, Registry):
+            continue
+        reg.import_from_location()
+        names |= set(reg.module_dict)
+        root = reg.parent if reg.parent is not None else reg
+        if all(root is not r for r in roots):
+            roots.append(root)
+    for root in roots:
+        names |= set(root.module_dict)
+        for child in root.children.values():
+            names |= set(child.module_dict)
+    return names
+
+
+def misspelt_types(cfg: Any) -> List[str]:
+    """One line per ``type`` string in ``cfg`` that no registry knows and
+    that is close to a registered name (scoped names ``a.B`` / ``a::B``
+    and names with no close match are left to the registry)."""
+    known = registered_names()
+    vocabulary = sorted(known)
+    lines: List[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            kind = node.get('type')
+            if isinstance(kind, str) and kind not in known and \
+                    '.' not in kind and '::' not in kind:
+                close = difflib.get_close_matches(kind, vocabulary, n=1,
+                                                  cutoff=0.8)
+                if close:
+                    lines.append(f'{path or "<root>"}.type={kind!r} (did '
+                                 f'you mean {close[0]!r}?)')
+            for key, value in node.items():
+                walk(value, f'{path}.{key}' if path else str(key))
+        elif isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                walk(value, f'{path}[{i}]')
+
+    walk(cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg, '')
+    return lines
+
+
+def check_registered_types(cfg: Any, path: str) -> None:
+    """Raise :class:`UnknownTypeError` naming ``path``, each misspelt
+    ``type`` and the registered name it probably means."""
+    lines = misspelt_types(cfg)
+    if lines:
+        raise UnknownTypeError(
+            f'{path}: no registry knows {"; ".join(lines)}. Fix the name '
+            '(python tools/misc/print_config.py CONFIG shows the merged '
+            'config)')

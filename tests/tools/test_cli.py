@@ -449,3 +449,39 @@ def test_test_refuses_a_checkpoint_of_another_model(toy_config, tmp_path,
     message = str(exit_info.value)
     assert 'other.pth' in message
     assert 'linear.weight' in message and 'decoder.head.weight' in message
+
+
+@pytest.mark.parametrize('tool, name', [(train_tool, 'train.py'),
+                                        (test_tool, 'test.py')])
+def test_misspelt_type_stops_before_the_runner(tmp_path, tool, name):
+    """A misspelt registered name ends in one line naming the key and the
+    name it probably means, before any model is built."""
+    cfg = _write(tmp_path / 'typo.py', (
+        "_base_ = ['%s']\nmodel = dict(type='AutoencoderModle')\n" %
+        osp.join(osp.dirname(TOOLS), 'configs', 'demo',
+                 'decq_tiny_1xb8-16e_demo-64.py')))
+    args = [cfg, '--work-dir', str(tmp_path / 'wd')]
+    if name == 'test.py':
+        ckpt = tmp_path / 'some.pth'
+        torch.save({'state_dict': {}}, ckpt)  # read only after the check
+        args.insert(1, str(ckpt))
+    with pytest.raises(SystemExit) as exc:
+        tool.main(args)
+    message = str(exc.value)
+    assert message.startswith(f'{name}: error:'), message
+    assert "model.type='AutoencoderModle'" in message
+    assert "did you mean 'AutoencoderModel'" in message
+
+
+def test_registered_and_scoped_types_are_not_flagged():
+    from decq_plugin.utils import register_all_modules
+    from decq_plugin.utils.config_check import misspelt_types
+    register_all_modules(init_default_scope=False)
+    cfg = dict(model=dict(type='AutoencoderModel',
+                          tokenizer=dict(type='DecQTokenizer')),
+               other=[dict(type='mmpretrain.VisionTransformer'),
+                      dict(type='SomethingElseEntirely'),
+                      dict(type='LoggerHook'), dict(type='AdamW')],
+               hooks=[dict(type='EMAHok')])
+    assert misspelt_types(cfg) == [
+        "hooks[0].type='EMAHok' (did you mean 'EMAHook'?)"]
