@@ -128,16 +128,16 @@ def _scaled_interval(interval: int, shipped_epochs: int, epochs: int) -> int:
     return max(1, min(interval, epochs))
 
 
-def _evaluator_overrides(evaluator: Any, reference: Optional[str]) -> Any:
+def evaluator_overrides(evaluator: Any, reference: Optional[str]) -> Any:
     """Evaluator configs with an offline feature extractor (and the
     synthetic reference batch for generation metrics)."""
     if evaluator is None:
         return None
     if isinstance(evaluator, (list, tuple)):
-        return [_evaluator_overrides(e, reference) for e in evaluator]
+        return [evaluator_overrides(e, reference) for e in evaluator]
     evaluator = dict(evaluator)
     if 'metrics' in evaluator:  # an Evaluator of several metrics
-        evaluator['metrics'] = _evaluator_overrides(evaluator['metrics'],
+        evaluator['metrics'] = evaluator_overrides(evaluator['metrics'],
                                                     reference)
         return evaluator
     kind = evaluator.get('type')
@@ -229,7 +229,7 @@ def stage1_overrides(cfg: Config, data_root: str) -> Dict[str, Any]:
             out[name] = loader
     for name in ('val_evaluator', 'test_evaluator'):
         if cfg.get(name) is not None:
-            out[name] = _evaluator_overrides(cfg.get(name), None)
+            out[name] = evaluator_overrides(cfg.get(name), None)
     out.update(_schedule_overrides(cfg, STAGE1_EPOCHS))
     out.update(_hook_overrides(cfg))
     return out
@@ -275,7 +275,7 @@ def stage2_overrides(cfg: Config, artefacts: Dict[str, str]
             out[name] = loader
     for name in ('val_evaluator', 'test_evaluator'):
         if cfg.get(name) is not None:
-            out[name] = _evaluator_overrides(cfg.get(name),
+            out[name] = evaluator_overrides(cfg.get(name),
                                              artefacts['reference'])
     out.update(_schedule_overrides(cfg, STAGE2_EPOCHS))
     out.update(_hook_overrides(cfg))

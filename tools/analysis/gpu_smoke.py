@@ -139,8 +139,8 @@ def stage1_config(work: str, iters: int, gpus: int, dry_run: bool) -> Dict:
             data_root=data, max_samples=2 * batch)),
         test_dataloader=dict(loader, batch_size=batch, dataset=dict(
             data_root=data, max_samples=2 * batch)),
-        val_evaluator=shrink._evaluator_overrides(cfg.val_evaluator, None),
-        test_evaluator=shrink._evaluator_overrides(cfg.test_evaluator, None),
+        val_evaluator=shrink.evaluator_overrides(cfg.val_evaluator, None),
+        test_evaluator=shrink.evaluator_overrides(cfg.test_evaluator, None),
         default_hooks=dict(logger=dict(interval=max(1, iters // 2))),
         train_cfg=dict(max_epochs=2, val_interval=1))
     path = _write(osp.join(work, 'stage1_smoke.py'), STAGE1, body, dry_run,
