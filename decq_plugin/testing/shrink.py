@@ -138,7 +138,7 @@ def evaluator_overrides(evaluator: Any, reference: Optional[str]) -> Any:
     evaluator = dict(evaluator)
     if 'metrics' in evaluator:  # an Evaluator of several metrics
         evaluator['metrics'] = evaluator_overrides(evaluator['metrics'],
-                                                    reference)
+                                                   reference)
         return evaluator
     kind = evaluator.get('type')
     if kind in ('ReconstructionFIDMetric', 'GenerationMetric'):
