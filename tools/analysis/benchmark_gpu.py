@@ -175,12 +175,14 @@ def bench_matmul(plan: Plan) -> dict:
     return dict(n=n, tflops=round(2 * n**3 / seconds / 1e12, 1))
 
 
-def _dit(plan: Plan, arch, num_queries: int = 8):
+def _dit(plan: Plan, arch, num_queries: int = 8, **kwargs):
+    """DiT-DH (tiny in a dry run) for the full-size latents, built on the
+    plan's device; ``kwargs`` go to ``DiTDH``."""
     from decq_plugin.models.diffusion.dit_dh import DiTDH
     ch, grid = (8, 4) if plan.dry else (768, 16)
     with torch.device(plan.device):  # initialise on the GPU: no CPU pass
         model = DiTDH(arch=TINY_DIT if plan.dry else arch, in_channels=ch,
-                      grid_size=grid, num_queries=num_queries)
+                      grid_size=grid, num_queries=num_queries, **kwargs)
     return model, ch, grid
 
 
@@ -236,10 +238,15 @@ def flops_per_image(model, x: dict, y, loss_fn) -> float:
 
 def time_dit(plan: Plan, model, ch: int, grid: int, queries: int,
              batch: int, compile_fn, ceiling: Optional[float],
-             cfg_forward: bool = True) -> dict:
+             cfg_forward: bool = True, iters: Optional[int] = None,
+             profile=None) -> dict:
     """The hand-written train step (flow-matching loss, fused AdamW, grad
     clip 1.0, bf16 autocast) of ``model`` at ``batch``: img/s, peak memory,
-    counted FLOP/img, MFU and (optionally) the CFG forward (2 x batch)."""
+    counted FLOP/img, MFU and (optionally) the CFG forward (2 x batch).
+
+    ``profile``: a function of a step function returning a dict (e.g. a
+    profiler table), applied to the train step (``kernels``) and the CFG
+    forward (``cfg_kernels``)."""
     from decq_plugin.models.compile_regions import recompile_counts
     from decq_plugin.models.losses.flow_matching import FlowMatchingLoss
     model.train()
@@ -265,12 +272,19 @@ def time_dit(plan: Plan, model, ch: int, grid: int, queries: int,
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    iters = iters or plan.step_iters
     if dev == 'cuda':
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    seconds = timed(step, dev, plan.step_iters)
-    out.update(img_s=round(batch / seconds, 1), peak_gib=peak_gib(dev),
+    t0 = time.time()
+    step()
+    out['first_step_s'] = round(time.time() - t0, 1)  # compilation
+    seconds = timed(step, dev, iters)
+    out.update(img_s=round(batch / seconds, 1),
+               step_ms=round(seconds * 1e3, 1), peak_gib=peak_gib(dev),
                compiled=recompile_counts())
+    if profile is not None:
+        out['kernels'] = profile(step)
     if ceiling:
         out['mfu'] = round(out['img_s'] * out['gflop_per_img'] * 1e9 /
                            (ceiling * 1e12), 3)
@@ -287,7 +301,9 @@ def time_dit(plan: Plan, model, ch: int, grid: int, queries: int,
                 fwd(x2, t2, y2)
 
         out['cfg_forward_img_s_per_nfe'] = round(
-            batch / timed(cfg, dev, plan.step_iters), 1)
+            batch / timed(cfg, dev, iters), 1)
+        if profile is not None:
+            out['cfg_kernels'] = profile(cfg)
     if dev == 'cuda':
         torch.cuda.empty_cache()
     return out

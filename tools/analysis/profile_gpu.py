@@ -52,15 +52,16 @@ PARTS = ('attention', 'dit', 'stage1')
 DIT_VARIANTS = 'rae:default,rae:cudnn,rae:budget=0.7,decq:default'
 
 
-def _sibling(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f'decq_analysis_{name}', osp.join(osp.dirname(__file__), f'{name}.py'))
+def _load_script(path: str, name: str):
+    """A script of this repository (tools/ is no package) as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-bench = _sibling('benchmark_gpu')
+bench = _load_script(osp.join(osp.dirname(__file__), 'benchmark_gpu.py'),
+                     'decq_analysis_benchmark_gpu')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -245,78 +246,48 @@ def sdpa_priority(name: Optional[str]):
                        set_priority=True)
 
 
-def run_dit_variant(var: dict, plan, iters: int, with_profile: bool) -> dict:
-    from decq_plugin.models.compile_regions import compile_module
-    from decq_plugin.models.compile_regions import compile_regions
-    from decq_plugin.models.diffusion.dit_dh import DiTDH
-    from decq_plugin.models.diffusion.layers import Attention
-    from decq_plugin.models.losses.flow_matching import FlowMatchingLoss
-    torch._dynamo.reset()
-    Attention.token_major = var['bshd']
-    dev, b = plan.device, plan.batch2
-    torch.manual_seed(0)
-    ch, grid = (8, 4) if plan.dry else (768, 16)
-    arch = bench.TINY_DIT if plan.dry else 'XL'
-    model = DiTDH(arch=arch, in_channels=ch, grid_size=grid,
-                  num_queries=var['queries'],
-                  grad_checkpoint=var['ckpt']).to(dev).train()
-    compile_kw = dict(backend='eager') if plan.dry else {}
-    if not plan.dry:
+def variant_compile(var: dict, dry: bool) -> Callable:
+    """The function that compiles a model as variant ``var`` says."""
+    from decq_plugin.models.compile_regions import (compile_module,
+                                                    compile_regions)
+    kwargs = dict(backend='eager') if dry else {}
+    if not dry:
         if var['options']:
-            compile_kw['options'] = var['options']
+            kwargs['options'] = var['options']
         if var['mode']:
-            compile_kw['mode'] = var['mode']
+            kwargs['mode'] = var['mode']
     if var['budget'] is not None:
-        compile_kw['memory_budget'] = var['budget']
-    if var['whole']:
-        compile_module(model, dynamic=False, **compile_kw)
-    else:
-        compile_regions(model, dict(compile_kw) or True,
-                        ['body_blocks', 'head_blocks'])
-    loss_fn = FlowMatchingLoss()
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-4, betas=(0.9, 0.95),
-                            fused=dev == 'cuda')
-    x = bench._latents(b, ch, grid, var['queries'], dev)
-    y = torch.randint(0, 1000, (b, ), device=dev)
-    amp = dict(device_type=dev, dtype=torch.bfloat16, enabled=dev == 'cuda')
+        kwargs['memory_budget'] = var['budget']
 
-    def step():
-        with torch.autocast(**amp):
-            loss = loss_fn(model, x, y)['loss']
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    def apply(model):
+        if var['whole']:
+            return compile_module(model, dynamic=False, **kwargs)
+        compile_regions(model, kwargs or True, ['body_blocks', 'head_blocks'])
+        return model
+    return apply
 
-    out = dict(variant=var['name'], batch=b)
-    with sdpa_priority(var['sdpa']):
-        if dev == 'cuda':
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.time()
-        step()
-        out['first_step_s'] = round(time.time() - t0, 1)
-        seconds = bench.timed(step, dev, iters)
-        out.update(img_s=round(b / seconds, 1), step_ms=round(seconds * 1e3, 1),
-                   peak_gib=bench.peak_gib(dev))
-        if with_profile:
-            out['kernels'] = profile_steps(step, 2)
-            model.eval()
-            x2 = bench._latents(2 * b, ch, grid, var['queries'], dev)
-            y2 = torch.randint(0, 1001, (2 * b, ), device=dev)
-            t2 = torch.rand(2 * b, device=dev)
 
-            @torch.no_grad()
-            def cfg():
-                with torch.autocast(**amp):
-                    model(x2, t2, y2)
-            out['cfg_forward_img_s_per_nfe'] = round(
-                b / bench.timed(cfg, dev, iters), 1)
-            out['cfg_kernels'] = profile_steps(cfg, 2)
-    del model, opt
-    Attention.token_major = False
-    if dev == 'cuda':
-        torch.cuda.empty_cache()
-    return out
+def run_dit_variant(var: dict, plan, iters: int, with_profile: bool) -> dict:
+    """One variant through ``benchmark_gpu.time_dit`` (the same step), with
+    the kernel table of the step and of the CFG forward when asked."""
+    from decq_plugin.models.diffusion.layers import Attention
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    Attention.token_major = var['bshd']
+    try:
+        with sdpa_priority(var['sdpa']):
+            model, ch, grid = bench._dit(plan, 'XL', var['queries'],
+                                         grad_checkpoint=var['ckpt'])
+            out = bench.time_dit(
+                plan, model, ch, grid, var['queries'], plan.batch2,
+                variant_compile(var, plan.dry), ceiling=None,
+                cfg_forward=with_profile, iters=iters,
+                profile=(lambda fn: profile_steps(fn, 2))
+                if with_profile else None)
+            del model
+    finally:
+        Attention.token_major = False
+    return dict(variant=var['name'], **out)
 
 
 def bench_dit(plan, variants: List[str], iters: int) -> List[dict]:
@@ -328,8 +299,6 @@ def bench_dit(plan, variants: List[str], iters: int) -> List[dict]:
         try:
             row = run_dit_variant(var, plan, iters, with_profile=first)
         except Exception as err:  # keep the other variants' numbers
-            from decq_plugin.models.diffusion.layers import Attention
-            Attention.token_major = False
             row = dict(variant=spec, error=f'{type(err).__name__}: {err}'[:500])
             if plan.device == 'cuda':
                 torch.cuda.empty_cache()
@@ -384,7 +353,8 @@ def build_stage1(plan, work: str):
     """Model, optim wrapper and one batch of the stage-1 config, the way
     ``tools/train.py CONFIG --compile`` builds them (every loss on)."""
     from decq_plugin.utils.launch import build_runner, load_config
-    train_tool = _load_tool('train')
+    train_tool = _load_script(osp.join(ROOT, 'tools', 'train.py'),
+                              'decq_tool_train')
     images = osp.join(work, 'jpegs')
     size, crop, resize = ((80, 60), 64, 72) if plan.dry else \
         ((500, 375), 256, 384)
@@ -415,14 +385,6 @@ def build_stage1(plan, work: str):
     wrapper = runner.build_optim_wrapper(cfg.optim_wrapper)
     wrapper.initialize_count_status(runner.model, 0, 1000)
     return runner, wrapper, batch
-
-
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f'decq_tool_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def bench_stage1(plan, work: str, iters: int,
