@@ -46,7 +46,7 @@ def test_killed_runs_resume_bit_identically(stage, tmp_path):
     assert D.run_train(_argv(config, options, ref), log=log) == 0
     work = str(tmp_path / 'killed')
     codes = _chain(config, options, work, kills, log)
-    assert codes[-1] == 0, open(log).read()[-3000:]
+    assert codes[-1] == 0, (codes, open(log).read()[-4000:])
     killed = sum(c == -9 for c in codes[:-1])
     diff = D.differing(D.final_state(ref, 3), D.final_state(work, 3))
     D.record(LOG, dict(suite='kill', stage=stage, kills=kills,
@@ -54,4 +54,5 @@ def test_killed_runs_resume_bit_identically(stage, tmp_path):
     assert diff == [], diff[:10]
     # Each deterministic kill point was reached (the run really died there).
     deterministic = [c for c, k in zip(codes, kills) if k[0] != 'after']
-    assert deterministic == [-9] * len(deterministic), codes
+    assert deterministic == [-9] * len(deterministic), (
+        codes, open(log).read()[-4000:])
