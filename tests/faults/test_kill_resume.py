@@ -18,13 +18,22 @@ def _argv(config, options, work):
 
 def _chain(config, options, work, kills, log):
     """Kill a run at each point in turn (each run resumes the last), then
-    resume until it finishes; return the exit codes."""
+    resume until it finishes; return the exit codes (run ``i`` logs to
+    ``log.i``)."""
     codes = []
     for i, kill in enumerate(kills):
         argv = _argv(config, options, work) + (['--resume'] if i else [])
-        codes.append(D.run_train(argv, kill, log=log))
-    codes.append(D.resume_until_done(_argv(config, options, work), log=log))
+        codes.append(D.run_train(argv, kill, log=f'{log}.{i}'))
+    codes.append(D.resume_until_done(_argv(config, options, work),
+                                     log=f'{log}.{len(kills)}'))
     return codes
+
+
+def _failed_logs(codes, log) -> str:
+    """The log tails of the runs that neither died (-9) nor finished."""
+    return '\n'.join(f'--- run {i} (exit {c}):\n' +
+                     open(f'{log}.{i}').read()[-3000:]
+                     for i, c in enumerate(codes) if c not in (0, -9))
 
 
 @pytest.mark.parametrize('stage', ['stage1', 'stage2'])
@@ -46,7 +55,7 @@ def test_killed_runs_resume_bit_identically(stage, tmp_path):
     assert D.run_train(_argv(config, options, ref), log=log) == 0
     work = str(tmp_path / 'killed')
     codes = _chain(config, options, work, kills, log)
-    assert codes[-1] == 0, (codes, open(log).read()[-4000:])
+    assert codes[-1] == 0, (codes, _failed_logs(codes, log))
     killed = sum(c == -9 for c in codes[:-1])
     diff = D.differing(D.final_state(ref, 3), D.final_state(work, 3))
     D.record(LOG, dict(suite='kill', stage=stage, kills=kills,
@@ -55,4 +64,4 @@ def test_killed_runs_resume_bit_identically(stage, tmp_path):
     # Each deterministic kill point was reached (the run really died there).
     deterministic = [c for c, k in zip(codes, kills) if k[0] != 'after']
     assert deterministic == [-9] * len(deterministic), (
-        codes, open(log).read()[-4000:])
+        codes, _failed_logs(codes, log))
