@@ -9,7 +9,7 @@ after they are built, from ``model.compile``::
                  compile=True)                 # the model's default regions
     model = dict(..., compile=dict(regions=['denoiser'],   # whole denoiser
                                    mode='max-autotune-no-cudagraphs'))
-    model = dict(..., compile=dict(memory_budget=0.8))    # less activation memory
+    model = dict(..., compile=dict(memory_budget=0.8))  # less memory
 
 ``memory_budget`` (0 < b <= 1) is the activation memory budget of the
 compiled regions' partitioner (``torch._functorch.config.

@@ -276,7 +276,7 @@ def stage2_overrides(cfg: Config, artefacts: Dict[str, str]
     for name in ('val_evaluator', 'test_evaluator'):
         if cfg.get(name) is not None:
             out[name] = evaluator_overrides(cfg.get(name),
-                                             artefacts['reference'])
+                                            artefacts['reference'])
     out.update(_schedule_overrides(cfg, STAGE2_EPOCHS))
     out.update(_hook_overrides(cfg))
     return out

@@ -20,14 +20,18 @@ _spec.loader.exec_module(prof)
 
 @pytest.mark.parametrize('name, cls', [
     ('nvjet_sm90_tst_192x192_64x4_2x1_v_bz_coopB_bias_TNN', 'gemm'),
-    ('cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16', 'attention'),
+    ('cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16',
+     'attention'),
     ('triton_poi_fused_cat_mul_silu_silu_backward_split_view_2',
      'fused pointwise (triton)'),
     ('triton_red_fused__fused_rms_norm__to_copy_addcmul_mul_split_sum_view_13',
      'fused reduction (triton)'),
-    ('void at::native::multi_tensor_apply_kernel<FusedOptimizerTensorList', 'optimizer'),
-    ('sm90_xmma_dgrad_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc', 'conv'),
-    ('void cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16>', 'conv'),
+    ('void at::native::multi_tensor_apply_kernel<FusedOptimizerTensorList',
+     'optimizer'),
+    ('sm90_xmma_dgrad_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc',
+     'conv'),
+    ('void cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16>',
+     'conv'),
     ('ncclDevKernel_AllReduce_Sum_bf16_RING_LL', 'communication'),
     ('some_unknown_kernel', 'other'),
 ])

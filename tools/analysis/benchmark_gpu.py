@@ -166,7 +166,7 @@ def init_scope() -> None:
     register_all_modules(init_default_scope=True)
 
 
-# -- parts ----------------------------------------------------------------------
+# -- parts --------------------------------------------------------------------
 def bench_matmul(plan: Plan) -> dict:
     n = plan.matmul_n
     a = torch.randn(n, n, device=plan.device, dtype=torch.bfloat16)
@@ -377,7 +377,7 @@ def bench_headline(plan: Plan, ceiling: Optional[float],
     return rows
 
 
-# -- tools/train.py runs ---------------------------------------------------------
+# -- tools/train.py runs ------------------------------------------------------
 def write_latent_shards(root: str, shapes: Dict[str, tuple], count: int,
                         num_classes: int) -> None:
     from decq_plugin.datasets.latent_dataset import LatentShardWriter
@@ -508,7 +508,7 @@ def run_train_tool(plan: Plan, stage: int, work: str,
     return out
 
 
-# -- tools/sample.py --------------------------------------------------------------
+# -- tools/sample.py ----------------------------------------------------------
 def sample_worker(opts: dict) -> dict:
     """In a fresh process: a random-weight checkpoint of the config, then
     ``tools/sample.py``'s ``main`` twice (compile, then timed)."""
@@ -582,7 +582,7 @@ def _sibling(name: str):
     return module
 
 
-# -- report ---------------------------------------------------------------------
+# -- report -------------------------------------------------------------------
 def to_markdown(results: dict) -> str:
     env = results['env']
     lines = [f"# GPU benchmark: {env['gpu']}, torch {env['torch']}, "

@@ -85,7 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-# -- kernel classes -------------------------------------------------------------
+# -- kernel classes -----------------------------------------------------------
 #: (class, substrings of a kernel name), first match wins.
 KERNEL_CLASSES = (
     ('communication', ('nccl', 'allreduce')),
@@ -114,13 +114,13 @@ def kernel_class(name: str) -> str:
 def kernel_table(prof, steps: int, top: int = 25) -> dict:
     """Per-step device time by kernel class and the heaviest kernels, from a
     ``torch.profiler`` run of ``steps`` steps (CPU ops in a dry run)."""
-    cuda = any(getattr(e, 'device_type', None) == torch.autograd.DeviceType.CUDA
-               for e in prof.events())
+    kind = torch.autograd.DeviceType.CUDA
+    cuda = any(getattr(e, 'device_type', None) == kind for e in prof.events())
     by_class: Dict[str, float] = defaultdict(float)
     kernels = []
     for evt in prof.key_averages():
         if cuda:
-            if evt.device_type != torch.autograd.DeviceType.CUDA:
+            if evt.device_type != kind:
                 continue
             us = getattr(evt, 'self_device_time_total', None)
             if us is None:
@@ -156,9 +156,10 @@ def profile_steps(step: Callable[[], None], steps: int) -> dict:
     return kernel_table(prof, steps)
 
 
-# -- attention ------------------------------------------------------------------
+# -- attention ----------------------------------------------------------------
 def bench_attention(dry: bool, batch2: int, batch1: int) -> List[dict]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
     dev = 'cpu' if dry else 'cuda'
     dtype = torch.float32 if dry else torch.bfloat16
     shapes = [('DiT body, RAE', batch2, 16, 256, 72),
@@ -184,13 +185,11 @@ def bench_attention(dry: bool, batch2: int, batch1: int) -> List[dict]:
         for key, backend in backends.items():
             try:
                 with sdpa_kernel([backend]):
-                    fwd = bench.timed(
-                        lambda: torch.nn.functional.scaled_dot_product_attention(
-                            q, k, v), dev, 5 if not dry else 1)
+                    fwd = bench.timed(lambda: sdpa(q, k, v), dev,
+                                      5 if not dry else 1)
                     both = bench.timed(
-                        lambda: torch.autograd.backward(
-                            torch.nn.functional.scaled_dot_product_attention(
-                                q, k, v), grad), dev, 5 if not dry else 1)
+                        lambda: torch.autograd.backward(sdpa(q, k, v), grad),
+                        dev, 5 if not dry else 1)
                 row[key] = dict(fwd_ms=round(fwd * 1e3, 3),
                                 fwd_bwd_ms=round(both * 1e3, 3),
                                 fwd_tflops=round(flop / fwd / 1e12, 1),
@@ -203,7 +202,7 @@ def bench_attention(dry: bool, batch2: int, batch1: int) -> List[dict]:
     return rows
 
 
-# -- DiT-DH step variants ----------------------------------------------------------
+# -- DiT-DH step variants -----------------------------------------------------
 def parse_variant(spec: str) -> dict:
     mode, _, opts = spec.partition(':')
     if mode not in ('rae', 'decq'):
@@ -299,7 +298,8 @@ def bench_dit(plan, variants: List[str], iters: int) -> List[dict]:
         try:
             row = run_dit_variant(var, plan, iters, with_profile=first)
         except Exception as err:  # keep the other variants' numbers
-            row = dict(variant=spec, error=f'{type(err).__name__}: {err}'[:500])
+            row = dict(variant=spec,
+                       error=f'{type(err).__name__}: {err}'[:500])
             if plan.device == 'cuda':
                 torch.cuda.empty_cache()
         rows.append(row)
@@ -308,7 +308,7 @@ def bench_dit(plan, variants: List[str], iters: int) -> List[dict]:
     return rows
 
 
-# -- stage 1 ---------------------------------------------------------------------
+# -- stage 1 ------------------------------------------------------------------
 class PhaseTimer:
     """Exclusive seconds per named phase; a device sync at each edge."""
 
@@ -457,7 +457,7 @@ def bench_stage1(plan, work: str, iters: int,
     return out
 
 
-# -- report ---------------------------------------------------------------------
+# -- report -------------------------------------------------------------------
 def to_markdown(results: dict) -> str:
     env = results['env']
     lines = [f"# GPU profile: {env['gpu']}, torch {env['torch']}, "
@@ -480,7 +480,8 @@ def to_markdown(results: dict) -> str:
     dit = results.get('dit')
     if isinstance(dit, list):
         lines += ['## DiT-DH-XL hand-written step variants', '',
-                  '| variant | batch | img/s | step ms | peak GiB | CFG img/s |',
+                  '| variant | batch | img/s | step ms | peak GiB | '
+                  'CFG img/s |',
                   '|---|---|---|---|---|---|']
         for r in dit:
             if 'img_s' not in r:
