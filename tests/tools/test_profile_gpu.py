@@ -5,7 +5,6 @@ unseen."""
 import importlib.util
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -39,24 +38,32 @@ def test_kernel_classes(name, cls):
     assert prof.kernel_class(name) == cls
 
 
-def test_phase_timer_reports_exclusive_times():
+def test_phase_timer_reports_exclusive_times(monkeypatch):
+    """A parent's time excludes its children's (a fake clock: each wrapped
+    body advances it by a known amount)."""
+    now = [0.0]
+    monkeypatch.setattr(prof.time, 'perf_counter', lambda: now[0])
+
+    def advance(seconds):
+        now[0] += seconds
+
     timer = prof.PhaseTimer('cpu')
-    inner = timer.wrap('inner', lambda: time.sleep(0.05))
+    inner = timer.wrap('inner', lambda: advance(0.05))
 
     def outer_body():
-        time.sleep(0.02)
+        advance(0.02)
         inner()
-        time.sleep(0.02)
+        advance(0.03)
 
     outer = timer.wrap('outer', outer_body)
     outer()
-    table = timer.table(1)
-    assert table['inner']['calls'] == 1 and table['outer']['calls'] == 1
-    assert 45 <= table['inner']['ms'] < 120
-    assert 35 <= table['outer']['ms'] < 90  # the inner 50 ms not counted
+    outer()
+    table = timer.table(2)
+    assert table['inner'] == dict(ms=50.0, calls=1)
+    assert table['outer'] == dict(ms=50.0, calls=1)  # 20 + 30, not 100
     timer.enabled = False
     outer()
-    assert timer.table(1)['outer']['calls'] == 1  # disabled: not counted
+    assert timer.table(2)['outer']['calls'] == 1  # disabled: not counted
 
 
 def test_variant_parsing():

@@ -653,13 +653,15 @@ def main(argv=None) -> dict:
         with open(osp.join(args.out_dir, 'benchmark_gpu.md'), 'w') as f:
             f.write(to_markdown(results))
 
-    ceiling = lambda: results.get('matmul', {}).get('tflops')  # noqa: E731
+    def matmul_ceiling() -> Optional[float]:
+        return results.get('matmul', {}).get('tflops')
+
     steps = [('matmul', lambda: bench_matmul(plan)),
              ('train1', lambda: run_train_tool(plan, 1, work, args.timeout)),
              ('headline', lambda: bench_headline(
-                 plan, ceiling(), args.rae_src,
+                 plan, matmul_ceiling(), args.rae_src,
                  args.headline_rows.split(','))),
-             ('step', lambda: bench_step(plan, ceiling())),
+             ('step', lambda: bench_step(plan, matmul_ceiling())),
              ('train2', lambda: run_train_tool(plan, 2, work, args.timeout)),
              ('sample', lambda: run_sample_tool(plan, work, args.timeout))]
     for name, fn in steps:
