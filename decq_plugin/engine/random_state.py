@@ -61,20 +61,38 @@ def _check(state: Any, where: str) -> None:
             "checkpoint's 'random_states' entry to resume without them")
 
 
+def to_cpu(state: Any) -> Any:
+    """``state`` with every tensor in it copied to the CPU.
+
+    A runner resuming on a GPU maps the whole checkpoint onto the device, so
+    a saved random state arrives as CUDA tensors; numpy and
+    ``torch.set_rng_state`` take CPU tensors only.
+    """
+    if torch.is_tensor(state):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {k: to_cpu(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(to_cpu(v) for v in state)
+    return state
+
+
 def restore(state: RandomState, where: str = 'random state') -> None:
-    """Set every RNG of this process from ``state`` (from :func:`capture`).
+    """Set every RNG of this process from ``state`` (from :func:`capture`),
+    wherever its tensors live (a resumed checkpoint may be on a GPU).
 
     Raises:
         RandomStateError: ``state`` is malformed (nothing is changed).
     """
     _check(state, where)
+    state = to_cpu(state)
     py, npy = state['python'], state['numpy']
     random.setstate((int(py['version']), tuple(py['internal']),
                      py['gauss_next']))
     np.random.set_state(
         ('MT19937', npy['keys'].numpy().astype(np.uint32), int(npy['pos']),
          int(npy['has_gauss']), float(npy['cached_gaussian'])))
-    torch.set_rng_state(state['torch'].cpu())
+    torch.set_rng_state(state['torch'])
     cuda = state.get('cuda') or []
     if cuda and torch.cuda.is_available():
         if len(cuda) != torch.cuda.device_count():
@@ -82,7 +100,7 @@ def restore(state: RandomState, where: str = 'random state') -> None:
                 f'{where} holds {len(cuda)} CUDA RNG states, this process '
                 f'sees {torch.cuda.device_count()} devices; resume with the '
                 'same devices visible (CUDA_VISIBLE_DEVICES)')
-        torch.cuda.set_rng_state_all([t.cpu() for t in cuda])
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def gather() -> List[RandomState]:
