@@ -1,4 +1,4 @@
 """Runner hooks."""
-from . import (latent_layout_check_hook, non_finite_guard_hook,  # noqa: F401
-               reconstruction_grid_hook, resumable_checkpoint_hook,
-               sample_grid_hook)
+from . import (fault_injection_hook, latent_layout_check_hook,  # noqa: F401
+               non_finite_guard_hook, reconstruction_grid_hook,
+               resumable_checkpoint_hook, sample_grid_hook)
