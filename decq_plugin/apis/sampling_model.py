@@ -1,7 +1,7 @@
 """A stage-2 model ready to sample, from a config and a training checkpoint.
 
-    model = load_sampling_model('configs/ldm/....py', 'work_dirs/.../epoch_80.pth',
-                                num_steps=49, guidance_scale=1.5, device='cuda')
+    model = load_sampling_model(config_path, checkpoint_path, num_steps=49,
+                                guidance_scale=1.5, device='cuda')
 
 Weights: the checkpoint's ``state_dict`` (the EMA weights when training used
 ``EMAHook``; ``raw_weights=True`` overlays the raw ones from
