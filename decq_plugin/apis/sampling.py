@@ -205,7 +205,8 @@ def sample_to_npz(model: nn.Module, out_dir: str, *,
         keep_png: keep the PNGs after packing (``False`` deletes them).
         precision: ``'fp32'``, ``'tf32'`` or ``'bf16'`` (default bf16 on GPUs
             with native bf16, else fp32).
-        compile: compile the model's heavy regions first.
+        compile: compile the model's heavy regions first (a second call on
+            the same model would compile them again: pass ``False`` then).
         device: where the noise is made (default the model's device).
         settings: more entries for ``sampling.json`` (e.g. the config and
             checkpoint paths); a rerun must give the same.
