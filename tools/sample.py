@@ -37,43 +37,33 @@ Precision: ``--precision`` (default bf16 autocast on GPUs with native bf16,
 fp32 elsewhere; the ODE state stays float32); ``--compile`` compiles the
 denoiser and decoder blocks (``decq_plugin.apis.precision``).
 
+The same from Python: ``decq_plugin.apis.load_sampling_model`` and
+``decq_plugin.apis.sample_to_npz``.
+
 ``--metrics --reference REF`` then computes FID/sFID/IS/precision/recall of
 the ``.npz``, as the ADM evaluator does (``decq_plugin.evaluation.metrics.generation.evaluate_samples_npz``).
 """
 import argparse
-import json
-import logging
-import os
 import os.path as osp
 import sys
-import time
-from typing import Dict, Iterator, List, Optional, Sequence
 
-import numpy as np
 import torch
 from mmengine.config import DictAction
-from mmengine.dist import barrier, get_dist_info
-from mmengine.logging import print_log
-from PIL import Image
-from tqdm import tqdm
+from mmengine.dist import get_dist_info
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from decq_plugin.apis import build_model_from_config  # noqa: E402
-from decq_plugin.apis.precision import (  # noqa: E402
-    INFERENCE_PRECISIONS, default_inference_precision, inference_precision,
-    prepare_inference)
-from decq_plugin.datasets.class_labels import ClassLabelDataset  # noqa: E402
-from decq_plugin.engine.checkpoint import (  # noqa: E402
-    CheckpointFormatError, StateDictMismatchError, safe_load_checkpoint)
+from decq_plugin.apis.precision import INFERENCE_PRECISIONS  # noqa: E402
+from decq_plugin.apis.sampling import (describe_guidance,  # noqa: E402,F401
+                                       pack_npz, sample_to_npz)
+from decq_plugin.apis.sampling_model import (  # noqa: E402,F401
+    apply_sampling_options, load_sampling_model, read_checkpoint_state,
+    use_checkpoint_parts)
+from decq_plugin.utils.images import ROUNDING_MODES  # noqa: E402
 from decq_plugin.utils.launch import (check_file, init_launcher,  # noqa: E402
                                       load_config)
-from decq_plugin.utils.images import (ROUNDING_MODES,  # noqa: E402
-                                      to_uint8 as quantize)
-from decq_plugin.utils.npz import save_npz_streamed  # noqa: E402
 
 METRIC_NAMES = ('fid', 'is', 'precision', 'recall', 'sfid')
-SETTINGS_FILE = 'sampling.json'
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -147,227 +137,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-# -- config overrides ---------------------------------------------------------
-def apply_sampling_options(cfg, num_steps: Optional[int],
-                           scale: Optional[float],
-                           interval: Optional[Sequence[float]]) -> None:
-    """Write ``--num-steps`` and the guidance options into ``cfg.model``."""
-    model = cfg.model
-    if num_steps is not None:
-        model.sampler['num_points'] = num_steps + 1
-    if scale is None and interval is None:
-        return
-    guidance = model.get('guidance')
-    if guidance is None:
-        if scale is None:
-            raise ValueError('--guidance-interval needs guidance: give '
-                             '--guidance-scale or a config with guidance')
-        guidance = dict(type='ClassifierFreeGuidance')
-    guidance = dict(guidance)
-    if scale is not None:
-        guidance['scale'] = scale
-    if interval is not None:
-        guidance['interval'] = tuple(interval)
-    model['guidance'] = guidance
-
-
-def read_checkpoint_state(path: str, raw: bool = False
-                          ) -> Dict[str, torch.Tensor]:
-    """The model state dict of a training checkpoint (``state_dict``; with
-    ``raw``, overlaid by the ``module.*`` entries of ``ema_state_dict``)."""
-    checkpoint = safe_load_checkpoint(path)
-    state = checkpoint.get('state_dict', checkpoint)
-    if not isinstance(state, dict) or not state or not all(
-            torch.is_tensor(v) for v in state.values()):
-        raise CheckpointFormatError(
-            f'{path!r} holds no state dict of tensors (top-level keys: '
-            f'{sorted(map(str, checkpoint))[:20]})')
-    state = dict(state)
-    if raw:
-        ema = checkpoint.get('ema_state_dict')
-        if not isinstance(ema, dict):
-            raise CheckpointFormatError(
-                f'--raw-weights: {path!r} has no ema_state_dict (was the '
-                'model trained without EMAHook? then drop --raw-weights)')
-        state.update({k[len('module.'):]: v for k, v in ema.items()
-                      if k.startswith('module.')})
-    return state
-
-
-def _holds(state: Dict[str, torch.Tensor], prefix: str) -> bool:
-    return any(k.startswith(prefix + '.') for k in state)
-
-
-def _weights_from_checkpoint(tokenizer_cfg) -> None:
-    """No statistics file and no VFM download for a tokenizer whose
-    weights (normaliser buffers included) come from the checkpoint."""
-    tokenizer_cfg['latent_stats'] = None
-    encoder = tokenizer_cfg.get('encoder')
-    if isinstance(encoder, dict) and encoder.get('pretrained'):
-        encoder['pretrained'] = False
-
-
-def describe_guidance(guidance) -> str:
-    if guidance is None:
-        return 'none'
-    return f'{type(guidance).__name__}({guidance.extra_repr()})'
-
-
-def use_checkpoint_parts(model_cfg, state: Dict[str, torch.Tensor]
-                         ) -> List[str]:
-    """Clear the config's file entries of the parts that ``state`` holds
-    (their weights come from the checkpoint); return the prefixes of the
-    parts built from the config's own files instead."""
-    from_files = []
-    if _holds(state, 'tokenizer'):
-        model_cfg['tokenizer_ckpt'] = None
-        _weights_from_checkpoint(model_cfg['tokenizer'])
-    elif model_cfg.get('tokenizer_ckpt'):
-        from_files.append('tokenizer')
-    guidance = model_cfg.get('guidance')
-    if guidance is not None and 'guide_ckpt' in guidance:
-        if _holds(state, 'guidance'):
-            guidance['guide_ckpt'] = None
-        elif guidance['guide_ckpt']:
-            from_files.append('guidance')
-    decode_with = model_cfg.get('decode_with')
-    if decode_with is not None:
-        if _holds(state, 'rae_decoder'):
-            decode_with['ckpt'] = None
-            _weights_from_checkpoint(decode_with['tokenizer'])
-        elif decode_with.get('ckpt'):
-            from_files.append('rae_decoder')
-    return from_files
-
-
-def load_sampling_weights(model: torch.nn.Module,
-                          state: Dict[str, torch.Tensor],
-                          from_files: Sequence[str], path: str) -> None:
-    """Load ``state`` into ``model``. Every key must be there except those
-    of the parts in ``from_files``; a guide the model lacks is ignored."""
-    own = model.state_dict()
-    skip = tuple(p + '.' for p in from_files)
-    missing = [k for k in own if k not in state and not k.startswith(skip)]
-    unexpected = [k for k in state if k not in own]
-    ignored = [k for k in unexpected if k.startswith('guidance.')]
-    unexpected = [k for k in unexpected if k not in ignored]
-    shapes = [f'{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}'
-              for k, v in own.items() if k in state
-              and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        raise StateDictMismatchError(
-            f'{path!r} does not fit the model of the config: missing '
-            f'{missing[:5]} ({len(missing)}), unexpected {unexpected[:5]} '
-            f'({len(unexpected)}), shapes {shapes[:5]}')
-    if ignored:
-        print_log(f'{path!r}: {len(ignored)} guidance weights ignored (the '
-                  'config samples without that guide)', logger='current',
-                  level=logging.WARNING)
-    model.load_state_dict({k: v for k, v in state.items() if k in own},
-                          strict=False)
-
-
-# -- output files -------------------------------------------------------------
-def png_path(sample_dir: str, index: int) -> str:
-    return osp.join(sample_dir, f'{index:06d}.png')
-
-
-def to_uint8(images: torch.Tensor, rounding: str = 'truncate') -> np.ndarray:
-    """[B,3,H,W] in [0,1] -> uint8 [B,H,W,3] (truncated as ADM / RAE)."""
-    return quantize(images, rounding).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def save_png(array: np.ndarray, path: str) -> None:
-    """Write uint8 [H,W,3] to ``path`` via a temporary file and a rename."""
-    tmp = path + '.tmp'
-    Image.fromarray(array).save(tmp, format='PNG')
-    os.replace(tmp, path)
-
-
-def check_settings(out_dir: str, settings: dict, write: bool) -> None:
-    """Compare ``settings`` with ``DIR/sampling.json`` (write it when it is
-    missing and ``write``); PNGs of other settings must not be mixed in."""
-    path = osp.join(out_dir, SETTINGS_FILE)
-    settings = json.loads(json.dumps(settings))  # tuples -> lists
-    if osp.isfile(path):
-        with open(path) as f:
-            stored = json.load(f)
-        differ = sorted(k for k in set(stored) | set(settings)
-                        if stored.get(k) != settings.get(k))
-        if differ:
-            changes = '; '.join(f'{k}: {stored.get(k)!r} there, now '
-                                f'{settings.get(k)!r}' for k in differ)
-            raise ValueError(f'{out_dir} holds samples made with other '
-                             f'settings ({changes}); use another --out-dir')
-    elif write:
-        os.makedirs(out_dir, exist_ok=True)
-        tmp = path + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(settings, f, indent=1)
-        os.replace(tmp, path)
-
-
-def iter_png_chunks(sample_dir: str, count: int, shape: tuple,
-                    chunk: int = 256) -> Iterator[np.ndarray]:
-    """uint8 [n, H, W, 3] chunks of the PNGs 0..count-1, in order."""
-    for start in range(0, count, chunk):
-        arrays = []
-        for i in range(start, min(count, start + chunk)):
-            with Image.open(png_path(sample_dir, i)) as img:
-                array = np.asarray(img.convert('RGB'))
-            if array.shape != shape:
-                raise ValueError(f'{png_path(sample_dir, i)} is '
-                                 f'{array.shape}, expected {shape}')
-            arrays.append(array)
-        yield np.stack(arrays)
-
-
-def pack_npz(sample_dir: str, labels: Sequence[int], path: str) -> tuple:
-    """Pack the PNGs of ``sample_dir`` into the ADM ``.npz`` at ``path``;
-    returns the shape of ``arr_0``."""
-    missing = [i for i in range(len(labels))
-               if not osp.isfile(png_path(sample_dir, i))]
-    if missing:
-        raise FileNotFoundError(f'{len(missing)} samples are missing from '
-                                f'{sample_dir}, e.g. {missing[:5]}; rerun to '
-                                'make them')
-    with Image.open(png_path(sample_dir, 0)) as img:
-        shape = (img.height, img.width, 3)
-    full = (len(labels), ) + shape
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    save_npz_streamed(path, full, iter_png_chunks(sample_dir, len(labels),
-                                                  shape),
-                      extra={'arr_1': np.asarray(labels, dtype=np.int64)})
-    return full
-
-
-# -- the work -----------------------------------------------------------------
-@torch.no_grad()
-def sample_rank(model, labels: ClassLabelDataset, sample_dir: str, *,
-                rank: int = 0, world_size: int = 1, batch_size: int = 64,
-                device: str = 'cpu', progress: bool = True,
-                rounding: str = 'truncate') -> int:
-    """Make the missing PNGs of samples ``rank, rank + world_size, ...``;
-    returns how many were made."""
-    os.makedirs(sample_dir, exist_ok=True)
-    todo = [i for i in range(rank, len(labels), world_size)
-            if not osp.isfile(png_path(sample_dir, i))]
-    bar = tqdm(total=len(todo), unit='img', disable=not progress,
-               desc='sampling')
-    for start in range(0, len(todo), batch_size):
-        indices = todo[start:start + batch_size]
-        items = [labels[i]['data_samples'] for i in indices]
-        y = torch.tensor([it['gt_label'] for it in items], device=device)
-        seeds = torch.tensor([it['seed'] for it in items])
-        noise = model.make_noise(len(indices), device=device, seeds=seeds)
-        images = to_uint8(model.sample(y, noise=noise), rounding)
-        for i, image in zip(indices, images):
-            save_png(image, png_path(sample_dir, i))
-        bar.update(len(indices))
-    bar.close()
-    return len(todo)
-
-
 def run_metrics(args, npz_path: str) -> dict:
     from decq_plugin.evaluation.metrics.generation import \
         evaluate_samples_npz
@@ -394,72 +163,36 @@ def main(argv=None) -> dict:
         device = f'cuda:{torch.cuda.current_device()}'
 
     cfg = load_config(args.config, args.cfg_options)
-    apply_sampling_options(cfg, args.num_steps, args.guidance_scale,
-                           args.guidance_interval)
-    state = read_checkpoint_state(args.checkpoint, args.raw_weights)
-    from_files = use_checkpoint_parts(cfg.model, state)
-    model = build_model_from_config(cfg, None, device='cpu')
-    load_sampling_weights(model, state, from_files, args.checkpoint)
-    del state
-    model = model.to(device).eval()
-    precision = args.precision or default_inference_precision(device)
-    prepare_inference(model, args.compile)
+    model = load_sampling_model(
+        cfg, args.checkpoint, num_steps=args.num_steps,
+        guidance_scale=args.guidance_scale,
+        guidance_interval=args.guidance_interval,
+        raw_weights=args.raw_weights, device=device)
 
-    if args.classes is not None:
-        classes = list(args.classes)
-    else:
-        classes = list(range(args.num_classes or model.num_classes))
-    bad = [c for c in classes if not 0 <= c < model.num_classes]
-    if bad:
-        raise ValueError(f'classes {bad[:5]} are outside the model\'s '
-                         f'0..{model.num_classes - 1}')
-    labels = ClassLabelDataset(classes=classes,
-                               num_per_class=args.num_per_class,
-                               seed=args.seed,
-                               shuffle=not args.sorted_classes)
-    settings = dict(
-        config=osp.abspath(args.config),
-        checkpoint=osp.abspath(args.checkpoint),
-        raw_weights=args.raw_weights, seed=args.seed,
-        num_per_class=args.num_per_class, classes=classes,
-        class_order='sorted' if args.sorted_classes else 'random',
-        rounding=args.rounding,
-        image_size=model.image_size, sampler=repr(model.sampler),
-        guidance=describe_guidance(model.guidance),
-        cfg_options=args.cfg_options or {}, precision=precision)
-    check_settings(args.out_dir, settings, write=rank == 0)
-    barrier()
-
-    sample_dir = osp.join(args.out_dir, 'samples')
-    tic = time.time()
-    with inference_precision(precision, device):
-        made = sample_rank(model, labels, sample_dir, rank=rank,
-                           world_size=world_size,
-                           batch_size=args.batch_size, device=device,
-                           progress=rank == 0, rounding=args.rounding)
-    seconds = time.time() - tic
-    barrier()
-    result = dict(num_samples=len(labels), made_by_rank0=made,
-                  seconds=seconds, precision=precision)
+    settings = dict(config=osp.abspath(args.config),
+                    checkpoint=osp.abspath(args.checkpoint),
+                    raw_weights=args.raw_weights,
+                    cfg_options=args.cfg_options or {})
+    result = sample_to_npz(
+        model, args.out_dir, classes=args.classes,
+        num_classes=args.num_classes, num_per_class=args.num_per_class,
+        batch_size=args.batch_size, seed=args.seed,
+        shuffle_classes=not args.sorted_classes, rounding=args.rounding,
+        npz=args.npz, write_npz=not args.no_npz, keep_png=args.png,
+        precision=args.precision, compile=args.compile, device=device,
+        settings=settings)
+    classes = result.pop('classes')
     if rank != 0:
         return result
-    all_labels = labels.labels
-    npz = None
-    if not args.no_npz:
-        npz = args.npz or osp.join(args.out_dir, 'samples.npz')
-        result['shape'] = pack_npz(sample_dir, all_labels, npz)
-        result['npz'] = npz
-        if not args.png:
-            for i in range(len(labels)):
-                os.remove(png_path(sample_dir, i))
-    print(f'{len(labels)} samples ({len(classes)} classes x '
-          f'{args.num_per_class}) at {model.image_size}px, '
+    print(f'{len(classes) * args.num_per_class} samples ({len(classes)} '
+          f'classes x {args.num_per_class}) at {model.image_size}px, '
           f'{model.sampler.num_steps} steps, guidance '
-          f'{describe_guidance(model.guidance)}, seed '
-          f'{args.seed}: {made} made by rank 0 in {seconds:.1f}s -> '
-          f'{npz or sample_dir}')
+          f'{describe_guidance(model.guidance)}, seed {args.seed}: '
+          f"{result['made_by_rank0']} made by rank 0 in "
+          f"{result['seconds']:.1f}s -> "
+          f"{result.get('npz') or osp.join(args.out_dir, 'samples')}")
     if args.metrics:
-        result['metrics'] = run_metrics(args, npz)
+        result['metrics'] = run_metrics(args, result['npz'])
         print('metrics: ' + ', '.join(
             f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}'
             for k, v in result['metrics'].items()))

@@ -5,7 +5,9 @@ and reports (Markdown, CSV, JSON, the rPSNR-gFID trade-off plot);
 optionally every tokenizer is first trained with one shared short budget
 (:mod:`.training`, ``--train``).
 
-Entry point: ``tools/benchmark_tokenizers.py``.
+Entry point: ``tools/benchmark_tokenizers.py``. GPU throughput and
+profiles (``tools/analysis/benchmark_gpu.py``, ``profile_gpu.py``) live in
+the subpackage :mod:`.gpu`.
 """
 from .report import (build_rows, markdown_table, read_generation_results,
                      tradeoff_plot, write_csv, write_reports)

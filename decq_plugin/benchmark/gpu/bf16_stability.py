@@ -128,12 +128,14 @@ def plot(results: dict, path: str) -> None:
     plt.close(fig)
 
 
-def run_stability(args, env: dict) -> dict:
-    dry = args.dry_run
+def run_stability(out_dir: str, env: dict, dry: bool = False,
+                  steps: int = 2000, batch: int = 64) -> dict:
+    """Both runs (``dry``: 3 steps of a tiny model on the CPU), their
+    comparison, and ``bf16_stability.json`` / ``.png`` in ``out_dir``."""
     device = 'cpu' if dry or not torch.cuda.is_available() else 'cuda'
-    steps = 3 if dry else args.stability_steps
-    batch = 4 if dry else args.stability_batch
-    os.makedirs(args.out_dir, exist_ok=True)
+    steps = 3 if dry else steps
+    batch = 4 if dry else batch
+    os.makedirs(out_dir, exist_ok=True)
     results = dict(env=env)
     for precision in ('bf16', 'tf32'):
         results[precision] = train_curve(precision, steps, batch, device, dry)
@@ -145,7 +147,7 @@ def run_stability(args, env: dict) -> dict:
                                     results['tf32']['loss'],
                                     window=2 if dry else 50)
     print('comparison', results['comparison'], flush=True)
-    with open(osp.join(args.out_dir, 'bf16_stability.json'), 'w') as f:
+    with open(osp.join(out_dir, 'bf16_stability.json'), 'w') as f:
         json.dump(results, f)
-    plot(results, osp.join(args.out_dir, 'bf16_stability.png'))
+    plot(results, osp.join(out_dir, 'bf16_stability.png'))
     return results
