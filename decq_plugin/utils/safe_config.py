@@ -32,7 +32,7 @@ from mmengine.registry import Registry
 from decq_plugin import registry as _registries
 
 __all__ = ['UnsafeConfigError', 'check_buildable', 'check_overrides',
-           'registered_names']
+           'iter_key_paths', 'registered_names']
 
 PLAIN_TYPES = (str, int, float, bool, type(None))
 TYPE_KEY, SCOPE_KEY, TIMM_NAME_KEY = 'type', '_scope_', 'model_name'
@@ -68,8 +68,7 @@ def _refuse(source: str, key: str, what: str) -> UnsafeConfigError:
     return UnsafeConfigError(
         f'{source}: {key}: {what}; refusing to build from it (nothing was '
         'imported or built). Content read from a file may only name members '
-        f'registered in {_registries.SCOPE!r}. If you wrote this file '
-        'yourself, put the model in a config file and build it from there.')
+        f'registered in {_registries.SCOPE!r} and plain timm model names.')
 
 
 def _check_type(value: Any, names: FrozenSet[str], source: str,
