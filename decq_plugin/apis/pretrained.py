@@ -91,6 +91,8 @@ def save_pretrained(module: nn.Module,
                    type=encoder.get('type'), included=bool(include_vfm))
         if include_vfm:
             encoder['pretrained'] = False  # the weights are in the file
+            if encoder.get('weights_path') is not None:
+                encoder['weights_path'] = None  # a local file of the run
         else:
             if encoder.get('type') != 'TimmViTEncoder':
                 raise ValueError('include_vfm=False needs a TimmViTEncoder '

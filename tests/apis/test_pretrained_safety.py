@@ -110,6 +110,20 @@ def test_payload_folder_runs_nothing(folder, tmp_path, key):
     assert not osp.exists(marker)
 
 
+def test_run_files_are_not_exported(checkpoint, tmp_path):
+    """The VFM file a run named (weights_path) is not referenced by an
+    export that stores the VFM, so the export loads elsewhere."""
+    vfm = str(tmp_path / 'vfm.pth')
+    torch.save({}, vfm)
+    out = str(tmp_path / 'decq')
+    _export_tool().main([DECQ, checkpoint, out] + OPTS + [
+        f'model.tokenizer.encoder.weights_path={vfm}'])
+    with open(osp.join(out, 'config.json')) as f:
+        encoder = json.load(f)['model']['encoder']
+    assert encoder['weights_path'] is None and not encoder['pretrained']
+    assert type(load_pretrained(out)).__name__ == 'DecQTokenizer'
+
+
 def test_file_paths_in_config_refused(folder):
     def named_file(meta):
         meta['model']['encoder'].update(pretrained=True,
