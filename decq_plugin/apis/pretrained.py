@@ -41,8 +41,8 @@ KINDS = ('tokenizer', 'denoiser')
 # (the weights are in model.safetensors); only load_pretrained's caller may
 # set one (vfm_weights).
 FILE_KEYS = ('weights_path', 'trunk_weights_path', 'latent_stats',
-             'tokenizer_ckpt', 'guide_ckpt', 'checkpoint', 'init_cfg',
-             'pretrained_cfg', 'pretrained_cfg_overlay')
+             'tokenizer_ckpt', 'guide_ckpt', 'checkpoint', 'checkpoint_path',
+             'init_cfg', 'pretrained_cfg', 'pretrained_cfg_overlay')
 
 
 def _plain(value):

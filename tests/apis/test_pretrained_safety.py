@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import os.path as osp
+import re
 import shutil
 import stat
 import subprocess
@@ -124,14 +125,26 @@ def test_run_files_are_not_exported(checkpoint, tmp_path):
     assert type(load_pretrained(out)).__name__ == 'DecQTokenizer'
 
 
-def test_file_paths_in_config_refused(folder):
+@pytest.mark.parametrize('key,value,error', [
+    ('model.encoder.weights_path', '/tmp/any.pth', PretrainedFormatError),
+    ('model.encoder.model_kwargs.checkpoint_path', '/tmp/any.pth',
+     PretrainedFormatError),
+    ('model.latent_stats', '/tmp/stats.pth', PretrainedFormatError),
+    ('model.init_cfg', dict(type='Pretrained', checkpoint='/tmp/any.pth'),
+     UnsafeConfigError),
+])
+def test_file_paths_in_config_refused(folder, key, value, error):
+    """An exported config reads no file a stranger names."""
     def named_file(meta):
-        meta['model']['encoder'].update(pretrained=True,
-                                        weights_path='/tmp/any.pth')
+        *parents, leaf = key.split('.')[1:]
+        target = meta['model']
+        for name in parents:
+            target = target[name]
+        target[leaf] = value
+        meta['model']['encoder']['pretrained'] = True
 
     _edit_config(folder, named_file)
-    with pytest.raises(PretrainedFormatError,
-                       match=r'model\.encoder\.weights_path names'):
+    with pytest.raises(error, match=re.escape(key)):
         load_pretrained(folder)
 
 
