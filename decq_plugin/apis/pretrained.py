@@ -1,5 +1,6 @@
-"""Weights others can load: a folder with ``config.json`` and
-``model.safetensors``, read back without MMEngine config files or pickle.
+"""Weights others can load: a folder with ``config.json``,
+``model.safetensors`` and ``SHA256SUMS``, read back without MMEngine config
+files or pickle.
 
     export_pretrained('configs/decq/....py', 'work_dirs/.../epoch_16.pth',
                       'exported/decq')              # tokenizer, EMA weights
@@ -77,6 +78,10 @@ def save_pretrained(module: nn.Module,
 
     Returns:
         ``{'config': path, 'weights': path, 'checksums': path}``.
+
+    Raises:
+        UnsafeConfigError: ``module_cfg`` names something
+            :func:`load_pretrained` would refuse (nothing is written).
     """
     if kind not in KINDS:
         raise ValueError(f'kind={kind!r} must be one of {KINDS}')
