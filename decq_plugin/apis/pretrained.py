@@ -191,7 +191,16 @@ def load_pretrained(folder: str,
     if referenced and vfm_weights is not None:
         cfg['encoder']['weights_path'] = vfm_weights
     module = MODELS.build(cfg)
-    state = read_weights(osp.join(folder, WEIGHTS_FILE))
+    path = osp.join(folder, WEIGHTS_FILE)
+    state = read_weights(path)
+    own = module.state_dict()
+    shapes = [f'{k}: file {tuple(v.shape)} vs config {tuple(own[k].shape)}'
+              for k, v in state.items()
+              if k in own and v.shape != own[k].shape]
+    if shapes:
+        raise PretrainedFormatError(
+            f'{path!r} does not fit {CONFIG_FILE}: {len(shapes)} shape '
+            f'mismatches, e.g. {shapes[:3]}; export it again')
     missing, unexpected = module.load_state_dict(state, strict=False)
     if referenced:  # the VFM came from timm, not from the file
         missing = [k for k in missing if not k.startswith(VFM_PREFIX)]

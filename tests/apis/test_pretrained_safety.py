@@ -185,6 +185,19 @@ def test_truncated_file_is_named(folder, name, why):
     assert 'truncated or damaged' in str(err.value)
 
 
+def test_weights_of_another_shape_are_named(folder):
+    from safetensors.torch import load_file, save_file
+    path = osp.join(folder, 'model.safetensors')
+    state = load_file(path)
+    state['decoder.head.weight'] = state['decoder.head.weight'][:-1]
+    save_file(state, path)
+    write_checksums(folder, ('config.json', 'model.safetensors'))
+    with pytest.raises(PretrainedFormatError,
+                       match=r"model.safetensors' does not fit config.json: "
+                       r'1 shape mismatches, e.g. \[.decoder.head.weight'):
+        load_pretrained(folder)
+
+
 def test_export_without_checksums(folder):
     """Exports from before SHA256SUMS are refused, saying what to do;
     accepted with a warning when asked."""
