@@ -171,6 +171,10 @@ def read_config_json(path: str) -> dict:
             f'{path!r} is not valid JSON (line {err.lineno}, column '
             f'{err.colno}: {err.msg}); the file is truncated or damaged: '
             f'{EXPORT_HINT}') from None
+    except RecursionError:
+        raise PretrainedFormatError(
+            f'{path!r} nests too deeply to be an exported config; '
+            f'{EXPORT_HINT}') from None
     if not isinstance(obj, dict):
         raise PretrainedFormatError(
             f'{path!r} holds a JSON {type(obj).__name__}, not an object; '

@@ -185,6 +185,15 @@ def test_truncated_file_is_named(folder, name, why):
     assert 'truncated or damaged' in str(err.value)
 
 
+def test_deeply_nested_config_is_named(folder):
+    with open(osp.join(folder, 'config.json'), 'w') as f:
+        f.write('{"model": ' * 100000)
+    write_checksums(folder, ('config.json', 'model.safetensors'))
+    with pytest.raises(PretrainedFormatError,
+                       match="config.json' nests too deeply"):
+        load_pretrained(folder)
+
+
 def test_weights_of_another_shape_are_named(folder):
     from safetensors.torch import load_file, save_file
     path = osp.join(folder, 'model.safetensors')
