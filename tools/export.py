@@ -1,5 +1,6 @@
 """Export a trained tokenizer or DiT-DH as a folder others can load:
-``config.json`` + ``model.safetensors`` (no MMEngine config, no pickle).
+``config.json`` + ``model.safetensors`` + ``SHA256SUMS`` (no MMEngine
+config, no pickle).
 
     python tools/export.py CONFIG CHECKPOINT OUT_DIR [--part tokenizer]
         [--raw] [--vfm {include,reference}] [--cfg-options KEY=VALUE ...]
@@ -12,6 +13,8 @@ The EMA weights are exported unless --raw. A tokenizer's frozen VFM is
 stored too (--vfm include, default) or only named (--vfm reference: the
 loader gets it from timm by name, or from load_pretrained(...,
 vfm_weights=FILE)). A stage-2 config exports its DiT-DH (--part auto).
+load_pretrained checks the files against SHA256SUMS and builds only classes
+registered in decq_plugin, so a folder from someone else runs no code.
 """
 import argparse
 import os.path as osp
@@ -58,7 +61,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
                               part=args.part, use_ema=not args.raw,
                               include_vfm=args.vfm == 'include',
                               cfg_options=args.cfg_options)
-    print(f"wrote {paths['config']} and {paths['weights']}")
+    print(f"wrote {paths['config']}, {paths['weights']} and "
+          f"{paths['checksums']}")
     return paths
 
 

@@ -1,5 +1,6 @@
-"""Weights others can load: a folder with ``config.json`` and
-``model.safetensors``, read back without MMEngine config files or pickle.
+"""Weights others can load: a folder with ``config.json``,
+``model.safetensors`` and ``SHA256SUMS``, read back without MMEngine config
+files or pickle.
 
     export_pretrained('configs/decq/....py', 'work_dirs/.../epoch_16.pth',
                       'exported/decq')              # tokenizer, EMA weights
@@ -11,10 +12,15 @@ class is built from, plain JSON), what it is (``kind``: ``'tokenizer'`` or
 tokenizer's frozen VFM is stored with the rest (``include_vfm=True``) or
 only referenced by its timm name (the loader then builds it with timm's
 pretrained weights, or from ``vfm_weights`` given to :func:`load_pretrained`).
-Latent statistics travel as the normaliser's buffers.
+Latent statistics travel as the normaliser's buffers. ``SHA256SUMS``
+holds the checksums of both files (see :mod:`.pretrained_files`).
+
+Loading runs nothing named in the folder: ``config.json`` may only name
+classes registered in ``decq_plugin`` and timm model names, and no files to
+read (:func:`check_exported_config`); anything else is refused before any
+import or build.
 """
 import copy
-import json
 import os
 import os.path as osp
 from typing import Dict, Optional, Union
@@ -23,16 +29,21 @@ import torch
 from torch import nn
 
 from decq_plugin.registry import MODELS
+from decq_plugin.utils.safe_config import check_buildable, iter_key_paths
+from .pretrained_files import (CHECKSUM_FILE, CONFIG_FILE, WEIGHTS_FILE,
+                               PretrainedFormatError, read_config_json,
+                               read_weights, verify_folder, write_checksums,
+                               write_json, write_weights)
 
 FORMAT = 'decq_plugin-pretrained/1'
-CONFIG_FILE = 'config.json'
-WEIGHTS_FILE = 'model.safetensors'
 VFM_PREFIX = 'encoder.vit.'
 KINDS = ('tokenizer', 'denoiser')
-
-
-class PretrainedFormatError(ValueError):
-    """A folder is not an exported model, or its files do not agree."""
+# Arguments that name files to read: an exported config leaves them unset
+# (the weights are in model.safetensors); only load_pretrained's caller may
+# set one (vfm_weights).
+FILE_KEYS = ('weights_path', 'trunk_weights_path', 'latent_stats',
+             'tokenizer_ckpt', 'guide_ckpt', 'checkpoint', 'checkpoint_path',
+             'init_cfg', 'pretrained_cfg', 'pretrained_cfg_overlay')
 
 
 def _plain(value):
@@ -66,9 +77,12 @@ def save_pretrained(module: nn.Module,
         extra: more JSON-safe facts for ``config.json``.
 
     Returns:
-        ``{'config': path, 'weights': path}``.
+        ``{'config': path, 'weights': path, 'checksums': path}``.
+
+    Raises:
+        UnsafeConfigError: ``module_cfg`` names something
+            :func:`load_pretrained` would refuse (nothing is written).
     """
-    from safetensors.torch import save_file
     if kind not in KINDS:
         raise ValueError(f'kind={kind!r} must be one of {KINDS}')
     cfg = _plain(copy.deepcopy(dict(module_cfg)))
@@ -82,6 +96,8 @@ def save_pretrained(module: nn.Module,
                    type=encoder.get('type'), included=bool(include_vfm))
         if include_vfm:
             encoder['pretrained'] = False  # the weights are in the file
+            if encoder.get('weights_path') is not None:
+                encoder['weights_path'] = None  # a local file of the run
         else:
             if encoder.get('type') != 'TimmViTEncoder':
                 raise ValueError('include_vfm=False needs a TimmViTEncoder '
@@ -91,51 +107,100 @@ def save_pretrained(module: nn.Module,
             encoder.update(pretrained=True, weights_path=None)
     meta = dict(format=FORMAT, kind=kind, type=cfg.get('type'), model=cfg,
                 vfm=vfm, **_plain(extra or {}))
+    # what the loader would refuse is not written
+    check_exported_config(meta, osp.join(out_dir, CONFIG_FILE))
     os.makedirs(out_dir, exist_ok=True)
     paths = dict(config=osp.join(out_dir, CONFIG_FILE),
-                 weights=osp.join(out_dir, WEIGHTS_FILE))
-    save_file(state, paths['weights'], metadata=dict(format='pt'))
-    with open(paths['config'], 'w', encoding='utf-8') as f:
-        json.dump(meta, f, indent=1)
+                 weights=osp.join(out_dir, WEIGHTS_FILE),
+                 checksums=osp.join(out_dir, CHECKSUM_FILE))
+    write_weights(state, paths['weights'])
+    write_json(meta, paths['config'])
+    write_checksums(out_dir, (CONFIG_FILE, WEIGHTS_FILE))  # last
     return paths
 
 
-def read_pretrained_config(folder: str) -> dict:
-    """``config.json`` of an exported folder, checked."""
-    path = osp.join(folder, CONFIG_FILE)
-    if not osp.isfile(path) or not osp.isfile(osp.join(folder,
-                                                        WEIGHTS_FILE)):
-        raise PretrainedFormatError(
-            f'{folder!r} is not an exported model: it needs {CONFIG_FILE} '
-            f'and {WEIGHTS_FILE} (write them with tools/export.py)')
-    with open(path, encoding='utf-8') as f:
-        meta = json.load(f)
+def check_exported_config(meta: dict, path: str) -> None:
+    """Raise :class:`PretrainedFormatError` (or
+    :class:`~decq_plugin.utils.safe_config.UnsafeConfigError`) unless
+    ``meta`` (``config.json`` read from ``path``) is an export's config
+    that can be built without running anything it names."""
     if meta.get('format') != FORMAT or meta.get('kind') not in KINDS:
         raise PretrainedFormatError(
             f'{path!r}: format {meta.get("format")!r} / kind '
             f'{meta.get("kind")!r}; expected {FORMAT!r} and one of {KINDS}')
+    model = meta.get('model')
+    if not isinstance(model, dict) or not isinstance(model.get('type'), str):
+        raise PretrainedFormatError(
+            f"{path!r}: 'model' must be an object with a 'type'")
+    check_buildable(model, path, 'model', MODELS)
+    for key, value in iter_key_paths(model, 'model'):
+        if key.rsplit('.', 1)[-1] in FILE_KEYS and value is not None:
+            raise PretrainedFormatError(
+                f'{path!r}: {key} names {value!r}; an exported config reads '
+                'no files besides model.safetensors (a referenced VFM file '
+                'is given as load_pretrained(..., vfm_weights=FILE))')
+    vfm = meta.get('vfm')
+    if meta['kind'] == 'tokenizer' and not (
+            isinstance(vfm, dict) and isinstance(vfm.get('included'), bool)
+            and isinstance(model.get('encoder'), dict)):
+        raise PretrainedFormatError(
+            f"{path!r}: a tokenizer needs 'vfm' with a boolean 'included' "
+            "and 'model.encoder'")
+
+
+def read_pretrained_config(folder: str,
+                           allow_unverified: bool = False) -> dict:
+    """``config.json`` of an exported folder, checked: the checksums of
+    ``SHA256SUMS`` (see :func:`~.pretrained_files.verify_folder`), then
+    :func:`check_exported_config`."""
+    verify_folder(folder, (CONFIG_FILE, WEIGHTS_FILE), allow_unverified)
+    path = osp.join(folder, CONFIG_FILE)
+    meta = read_config_json(path)
+    check_exported_config(meta, path)
     return meta
 
 
 def load_pretrained(folder: str,
                     device: Union[str, torch.device] = 'cpu',
-                    vfm_weights: Optional[str] = None) -> nn.Module:
+                    vfm_weights: Optional[str] = None,
+                    allow_unverified: bool = False) -> nn.Module:
     """Build and load an exported tokenizer or denoiser, in eval mode.
+
+    Nothing the folder names is imported or run: its config may only name
+    classes registered in ``decq_plugin`` (checked before anything is
+    built), and its files must match their ``SHA256SUMS`` checksums.
 
     Args:
         folder: written by :func:`save_pretrained` / ``tools/export.py``.
         device: where the module goes.
         vfm_weights: local weights file of a referenced (not included)
             VFM; without it timm downloads the named weights.
+        allow_unverified: load a folder that has no ``SHA256SUMS`` (exports
+            written before checksums existed) with a warning, instead of
+            refusing it. Listed checksums are always checked.
+
+    Raises:
+        PretrainedFormatError: a file is missing, damaged or malformed
+            (the message names it).
+        UnsafeConfigError: the config names something not registered in
+            ``decq_plugin`` (the message names the key).
     """
-    from safetensors.torch import load_file
-    meta = read_pretrained_config(folder)
+    meta = read_pretrained_config(folder, allow_unverified)
     cfg = copy.deepcopy(meta['model'])
     referenced = meta['kind'] == 'tokenizer' and not meta['vfm']['included']
     if referenced and vfm_weights is not None:
         cfg['encoder']['weights_path'] = vfm_weights
     module = MODELS.build(cfg)
-    state = load_file(osp.join(folder, WEIGHTS_FILE))
+    path = osp.join(folder, WEIGHTS_FILE)
+    state = read_weights(path)
+    own = module.state_dict()
+    shapes = [f'{k}: file {tuple(v.shape)} vs config {tuple(own[k].shape)}'
+              for k, v in state.items()
+              if k in own and v.shape != own[k].shape]
+    if shapes:
+        raise PretrainedFormatError(
+            f'{path!r} does not fit {CONFIG_FILE}: {len(shapes)} shape '
+            f'mismatches, e.g. {shapes[:3]}; export it again')
     missing, unexpected = module.load_state_dict(state, strict=False)
     if referenced:  # the VFM came from timm, not from the file
         missing = [k for k in missing if not k.startswith(VFM_PREFIX)]

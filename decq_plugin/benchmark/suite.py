@@ -28,6 +28,13 @@ A suite is a JSON file (``configs/benchmark/<name>.json``)::
 Relative config paths are looked up from the working directory, then from
 the folder holding ``configs/`` (so suites work from an installed copy);
 checkpoints and data paths are relative to the working directory.
+
+What a suite gives a registry (``dataset``, ``train.dataset``,
+``rfid.feature_extractor``, each tokenizer's ``cfg_options``) may name only
+members registered in ``decq_plugin``: a suite is refused on load, naming
+the key, when it names anything else (a dotted ``type`` such as
+``'os.system'`` would be imported and called; see
+:mod:`decq_plugin.utils.safe_config`).
 """
 import copy
 import json
@@ -36,6 +43,9 @@ import os.path as osp
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from decq_plugin.registry import DATASETS, MODELS
+from decq_plugin.utils.safe_config import (UnsafeConfigError,
+                                           check_buildable, check_overrides)
 from .training import TrainSettings
 
 SUITE_DIR_NAME = osp.join('configs', 'benchmark')
@@ -226,8 +236,32 @@ def parse_suite(raw: dict, root: str, path: Optional[str] = None
             TrainSettings(**suite.train_defaults)
         except (TypeError, ValueError) as err:
             raise SuiteError(f'{where}: train: {err}') from err
+    check_registry_content(raw, where)
     validate(suite)
     return suite
+
+
+def check_registry_content(raw: dict, where: str) -> None:
+    """Refuse (:class:`SuiteError`) a suite whose parts that reach a
+    registry name anything not registered in ``decq_plugin``."""
+    train = raw.get('train') or {}
+    feature = (raw.get('rfid') or {}).get('feature_extractor')
+    try:
+        check_buildable(raw['dataset'], where, 'dataset', DATASETS)
+        if isinstance(train, dict) and 'dataset' in train:
+            check_buildable(train['dataset'], where, 'train.dataset',
+                            DATASETS)
+        if isinstance(feature, dict):
+            check_buildable(feature, where, 'rfid.feature_extractor', MODELS)
+        elif feature is not None:
+            raise UnsafeConfigError(
+                f'{where}: rfid.feature_extractor must be null or a config '
+                f'object, got {type(feature).__name__}')
+        for i, entry in enumerate(raw['tokenizers']):
+            check_overrides(entry.get('cfg_options') or {}, where,
+                            f'tokenizers[{i}].cfg_options')
+    except UnsafeConfigError as err:
+        raise SuiteError(str(err)) from None
 
 
 def validate(suite: BenchmarkSuite) -> None:

@@ -226,6 +226,7 @@ def test_set_image_size():
                                           data_root='d')), str(ROOT))
     set_image_size(plain, 64)  # no transform: the default crop, resized
     assert plain.dataset['transform'] == dict(type='AdmCenterCrop', size=64)
-    other = parse_suite(_raw(dataset=dict(type='LatentDataset')), str(ROOT))
+    other = parse_suite(_raw(dataset=dict(type='CachedLatentDataset')),
+                        str(ROOT))
     with pytest.raises(SuiteError, match='--image-size'):
         set_image_size(other, 64)
