@@ -27,8 +27,6 @@ def _script(name):
 
 def test_scripts_import_the_package_instead_of_each_other():
     for path in sorted(ANALYSIS.glob('*.py')):
-        if path.name == 'gpu_smoke.py':  # still reads benchmark_gpu.py
-            continue
         text = path.read_text()
         assert 'spec_from_file_location' not in text, path.name
         assert not re.search(r'_sibling\(|_load_script\(', text), path.name

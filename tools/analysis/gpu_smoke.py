@@ -32,7 +32,6 @@ read from ``tools/train.py``'s own log. ``--dry-run`` shrinks the models
 """
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -61,18 +60,8 @@ NAN_ITER = 2
 CHECKS = 'decq_plugin.testing.acceptance_checks'
 
 
-def _sibling(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f'decq_analysis_{name}', osp.join(ROOT, 'tools', 'analysis',
-                                          f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    # Registered, so that multiprocessing workers can unpickle its functions.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from decq_plugin.benchmark import gpu as bench  # noqa: E402
 
-
-bench = _sibling('benchmark_gpu')
 
 
 def _free_port() -> int:
