@@ -1,0 +1,110 @@
+"""Every measured number quoted in README.md, configs/README.md and
+docs/*.md names the committed JSON it comes from
+(``<!-- json: docs/benchmarks/X.json -->`` then ``NUMBER<!--= {key/path} -->``,
+see tools/misc/doc_numbers.py) and equals that JSON's value at the
+decimals shown."""
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location(
+        'decq_tool_doc_numbers', ROOT / 'tools' / 'misc' / 'doc_numbers.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+doc_numbers = _tool()
+DOCS = doc_numbers.default_documents()
+CELL_NUMBER = re.compile(r'(?<![\w.=])\d+(?:\.\d+)?(?![\w.])')
+
+
+@pytest.mark.parametrize('doc', DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_quoted_numbers_equal_their_json(doc):
+    problems = doc_numbers.check_text(doc.read_text(encoding='utf-8'))
+    assert not problems, '\n'.join(
+        f'{doc.relative_to(ROOT)}:{p.line}: {p.message}' for p in problems)
+
+
+def _untagged_cells(text: str):
+    """Numbers in table cells (after the first column) of rows that quote
+    a JSON, which carry no reference themselves."""
+    for line in text.splitlines():
+        if not line.startswith('|') or '<!--=' not in line:
+            continue
+        for cell in line.strip().strip('|').split('|')[1:]:
+            bare = doc_numbers.REFERENCE.sub('', cell)
+            bare = re.sub(r'<!--.*?-->', '', bare)
+            bare = re.sub(r'`[^`]*`', '', bare)
+            for number in CELL_NUMBER.findall(bare):
+                yield line, number
+
+
+def test_rows_that_quote_a_json_quote_it_for_every_number():
+    for doc in DOCS:
+        untagged = list(_untagged_cells(doc.read_text(encoding='utf-8')))
+        assert not untagged, f'{doc.relative_to(ROOT)}: {untagged[:3]}'
+
+
+def test_the_numbers_of_issue_17_are_tied_to_json():
+    """The numbers found stale (demo and benchmark times, the built-in
+    rows, the decoder's GFLOPs) are quoted from a JSON now."""
+    texts = {p.relative_to(ROOT).as_posix(): p.read_text(encoding='utf-8')
+             for p in DOCS}
+    refs = {name: list(doc_numbers.references(text))
+            for name, text in texts.items()}
+    exprs = {name: ' '.join(r.expr for r in rs) for name, rs in refs.items()}
+    assert 'demo' in exprs['README.md']
+    assert 'builtin_random' in exprs['README.md']
+    assert 'decoder_flops' in exprs['configs/README.md']
+    assert 'decoder_flops' in exprs['docs/benchmarks.md']
+    assert 'name=RAE/psnr' in exprs['configs/README.md']
+    assert sum(len(rs) for rs in refs.values()) >= 100
+    for stale in ('220.8 ', '18.62 ± 0.07 |', 'About 4 minutes',
+                  '21\ns with start-up', '6 min\n(`docs'):
+        assert not any(stale in text for text in texts.values()), stale
+
+
+def test_the_checker_catches_stale_numbers(tmp_path):
+    bench = tmp_path / 'docs' / 'benchmarks'
+    bench.mkdir(parents=True)
+    (bench / 'x.json').write_text(json.dumps(
+        {'rows': [{'name': 'RAE', 'psnr': 19.4312, 'flops': 221646551040}],
+         'seconds': 428}))
+    head = '<!-- json: docs/benchmarks/x.json -->\n'
+    good = (head + '| RAE | 19.43<!--= {rows/name=RAE/psnr} --> | '
+            '221.65<!--= {rows/0/flops} / 1e9 --> |\n'
+            'took 7<!--= {seconds} // 60 --> min 08<!--= {seconds} % 60 --> '
+            's, +3.7%<!--= 3.71 -->\n')
+    assert doc_numbers.check_text(good, tmp_path) == []
+    stale = good.replace('19.43', '18.62').replace('221.65', '220.8')
+    problems = doc_numbers.check_text(stale, tmp_path)
+    assert [p.line for p in problems] == [2, 2]
+    assert 'x.json gives 19.43' in problems[0].message
+    assert 'gives 221.6' in problems[1].message
+    # decimals as the document shows them
+    assert doc_numbers.update_text(stale, tmp_path) == good.replace(
+        '221.65', '221.6')
+    assert doc_numbers.update_text(
+        good.replace('08<', '09<'), tmp_path) == good  # leading zero kept
+
+    def message(text):
+        problem, = doc_numbers.check_text(text, tmp_path)
+        return problem.message
+
+    assert 'no <!-- json' in message('1.0<!--= {seconds} -->')
+    assert "no key 'psnr'" in message(head + '1<!--= {psnr} -->')
+    assert '0 items with name' in message(head + '1<!--= {rows/name=X/a} -->')
+    assert 'not allowed' in message(
+        head + "1<!--= __import__('os').getpid() -->")
+    assert 'is not a docs/benchmarks' in message(
+        '<!-- json: setup.py -->\n1<!--= 1 -->')
+    assert 'does not exist' in message(
+        '<!-- json: docs/benchmarks/y.json -->\n1<!--= 1 -->')
