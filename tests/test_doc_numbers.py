@@ -94,6 +94,9 @@ def test_the_checker_catches_stale_numbers(tmp_path):
         '221.65', '221.6')
     assert doc_numbers.update_text(
         good.replace('08<', '09<'), tmp_path) == good  # leading zero kept
+    (bench / 'y.json').write_text(json.dumps({'img_s': 158.0}))
+    ratio = head + 'x2.71<!--= {y.json:img_s} / {rows/0/psnr} * 3 / 9 -->'
+    assert doc_numbers.check_text(ratio, tmp_path) == []
 
     def message(text):
         problem, = doc_numbers.check_text(text, tmp_path)
@@ -107,4 +110,4 @@ def test_the_checker_catches_stale_numbers(tmp_path):
     assert 'is not a docs/benchmarks' in message(
         '<!-- json: setup.py -->\n1<!--= 1 -->')
     assert 'does not exist' in message(
-        '<!-- json: docs/benchmarks/y.json -->\n1<!--= 1 -->')
+        '<!-- json: docs/benchmarks/z.json -->\n1<!--= 1 -->')

@@ -3,7 +3,8 @@
 MMEngine's runner prints, before the first iteration, the environment, the
 whole config and the hook order (about 300 lines), notices about its own
 deprecated internals (``FileClient``, ``HardDiskBackend``), a warning for
-every metric without a prefix, and an ``Exp name:`` line every epoch. All
+every metric without a prefix and for datasets without ``metainfo`` (the
+class-label dataset of sampling), and an ``Exp name:`` line every epoch. All
 of it still goes to ``<work_dir>/<timestamp>/<timestamp>.log``; the console
 gets one line saying where that file is.
 
@@ -28,6 +29,7 @@ CONSOLE_ONLY_IN_LOG_FILE: Sequence[str] = (
     r'"FileClient" will be deprecated',
     r'"HardDiskBackend" is the alias of "LocalBackend"',
     r'Distributed training is not used, all SyncBatchNorm',
+    r'Dataset \w+ has no metainfo',
 )
 SCHEDULER_ORDER_NOTICE = r'Detected call of `scheduler.step\(\)` before'
 

@@ -17,7 +17,7 @@ from decq_plugin.utils.quiet_logs import (LogFileOnly, quiet_console,
 ROOT = Path(__file__).resolve().parents[2]
 NOISE = ('Config:', 'Hooks will be executed', 'Exp name:',
          'The prefix is not set', 'FileClient', 'HardDiskBackend',
-         'System environment', 'scheduler.step()')
+         'System environment', 'scheduler.step()', 'has no metainfo')
 
 
 def test_console_drops_what_the_log_file_keeps(tmp_path):
@@ -37,6 +37,8 @@ def test_console_drops_what_the_log_file_keeps(tmp_path):
         logger.info('Config:\nmodel = dict()')
         logger.info('Exp name: run_1')
         logger.warning('The prefix is not set in metric class PSNRMetric.')
+        logger.warning('Dataset ClassLabelDataset has no metainfo. '
+                       '``dataset_meta`` in evaluator ... will be None.')
         logger.info('Epoch(train) [1][8/8] loss: 0.5')
         for handler in (console, log_file):
             handler.flush()

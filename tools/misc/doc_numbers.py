@@ -13,7 +13,8 @@ The convention, invisible once rendered:
   ``EXPR`` is arithmetic (``+ - * / // %``, parentheses, numbers) over
   ``{path}``: keys separated by ``/``, an integer indexes a list and
   ``key=value`` picks the list item whose ``key`` is ``value``, e.g.
-  ``{rows/name=RAE/psnr}``, ``{0/decoder_flops} / 1e9``.
+  ``{rows/name=RAE/psnr}``, ``{0/decoder_flops} / 1e9``;
+  ``{OTHER.json:path}`` reads another file of ``docs/benchmarks/``.
 
 ``--update`` keeps each number's decimals, sign and thousands separators, so
 a table follows its JSON after a benchmark is rerun.
@@ -111,12 +112,21 @@ def _evaluate(node: ast.AST, values: List[float]) -> float:
     raise DocNumberError(f'not allowed in an expression: {ast.dump(node)}')
 
 
-def evaluate(expr: str, data: Any) -> float:
-    """The value of ``expr`` (arithmetic over ``{path}``) on ``data``."""
+def evaluate(expr: str, data: Any,
+             load: Optional[Callable[[str], Any]] = None) -> float:
+    """The value of ``expr`` (arithmetic over ``{path}``) on ``data``; a
+    ``{OTHER.json:path}`` reads ``docs/benchmarks/OTHER.json`` through
+    ``load``."""
     values: List[float] = []
 
     def name(match: re.Match) -> str:
-        values.append(lookup(data, match.group(1)))
+        path, source = match.group(1), data
+        if '.json:' in path:
+            other, path = path.split('.json:', 1)
+            if load is None:
+                raise DocNumberError(f'{other}.json: no other file here')
+            source = load(f'docs/benchmarks/{other.strip()}.json')
+        values.append(lookup(source, path))
         return f'_v{len(values) - 1}'
 
     try:
@@ -163,7 +173,8 @@ def check_text(text: str, root: Path = ROOT) -> List[Problem]:
     problems = []
     for ref in references(text):
         try:
-            value = evaluate(ref.expr, _load(ref.json_file, root, cache))
+            value = evaluate(ref.expr, _load(ref.json_file, root, cache),
+                             lambda name: _load(name, root, cache))
         except DocNumberError as err:
             problems.append(Problem(ref.line, f'{ref.quoted}: {err}'))
             continue
@@ -179,7 +190,8 @@ def update_text(text: str, root: Path = ROOT) -> str:
     cache: Dict[str, Any] = {}
     pieces, last = [], 0
     for ref in references(text):
-        value = evaluate(ref.expr, _load(ref.json_file, root, cache))
+        value = evaluate(ref.expr, _load(ref.json_file, root, cache),
+                         lambda name: _load(name, root, cache))
         pieces += [text[last:ref.start], formatted(ref.quoted, value)]
         last = ref.end
     return ''.join(pieces) + text[last:]
