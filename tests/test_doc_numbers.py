@@ -53,6 +53,20 @@ def test_rows_that_quote_a_json_quote_it_for_every_number():
         assert not untagged, f'{doc.relative_to(ROOT)}: {untagged[:3]}'
 
 
+def test_comments_leave_the_markdown_as_it_was():
+    """A line that starts with ``<!--`` starts an HTML block, which would
+    cut a paragraph or show the rest of the line unformatted: only a
+    directive on a line of its own, after a blank line, may start one."""
+    for doc in DOCS:
+        lines = doc.read_text(encoding='utf-8').splitlines()
+        for i, line in enumerate(lines):
+            if not line.startswith('<!--'):
+                continue
+            where = f'{doc.relative_to(ROOT)}:{i + 1}'
+            assert re.fullmatch(r'<!--[^>]*-->\s*', line), where
+            assert i == 0 or not lines[i - 1].strip(), where
+
+
 def test_the_numbers_of_issue_17_are_tied_to_json():
     """The numbers found stale (demo and benchmark times, the built-in
     rows, the decoder's GFLOPs) are quoted from a JSON now."""
