@@ -121,7 +121,7 @@ def test_the_checker_catches_stale_numbers(tmp_path):
     assert '0 items with name' in message(head + '1<!--= {rows/name=X/a} -->')
     assert 'not allowed' in message(
         head + "1<!--= __import__('os').getpid() -->")
-    assert 'is not a docs/benchmarks' in message(
+    assert 'is not a JSON file of docs/benchmarks' in message(
         '<!-- json: setup.py -->\n1<!--= 1 -->')
     assert 'does not exist' in message(
         '<!-- json: docs/benchmarks/z.json -->\n1<!--= 1 -->')

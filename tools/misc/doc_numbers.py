@@ -7,7 +7,8 @@ against the committed JSON files they come from.
 The convention, invisible once rendered:
 
 * ``<!-- json: docs/benchmarks/NAME.json -->`` names the file that the
-  numbers after it come from (until the next such line);
+  numbers after it come from (until the next such line; the paper's
+  numbers come from the suites, ``configs/benchmark/NAME.json``);
 * a number followed by ``<!--= EXPR -->`` (``%`` may stand between them)
   is the value of ``EXPR`` rounded to the decimals the document shows.
   ``EXPR`` is arithmetic (``+ - * / // %``, parentheses, numbers) over
@@ -34,6 +35,9 @@ NUMBER = r'[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?'
 REFERENCE = re.compile(
     rf'(?P<num>{NUMBER})(?P<pct>%?)<!--=\s*(?P<expr>.*?)\s*-->')
 PATH = re.compile(r'\{([^{}]+)\}')
+#: Where quoted numbers may come from: measurements, and the suites' copies
+#: of the paper's numbers (``paper`` of each tokenizer).
+SOURCES = ('docs/benchmarks/', 'configs/benchmark/')
 OPERATORS: Dict[type, Callable] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
     ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv,
@@ -200,8 +204,9 @@ def update_text(text: str, root: Path = ROOT) -> str:
 def _load(name: Optional[str], root: Path, cache: Dict[str, Any]) -> Any:
     if name is None:
         raise DocNumberError('no <!-- json: FILE --> line before it')
-    if not name.startswith('docs/benchmarks/') or not name.endswith('.json'):
-        raise DocNumberError(f'{name} is not a docs/benchmarks/*.json file')
+    if not name.startswith(SOURCES) or not name.endswith('.json'):
+        raise DocNumberError(f'{name} is not a JSON file of '
+                             f"{' or '.join(SOURCES)}")
     if name not in cache:
         path = root / name
         if not path.is_file():
