@@ -14,7 +14,8 @@ The convention, invisible once rendered:
   ``EXPR`` is arithmetic (``+ - * / // %``, parentheses, numbers) over
   ``{path}``: keys separated by ``/``, an integer indexes a list and
   ``key=value`` picks the list item whose ``key`` is ``value``, e.g.
-  ``{rows/name=RAE/psnr}``, ``{0/decoder_flops} / 1e9``;
+  ``{rows/name=RAE/psnr}``, ``{0/decoder_flops} / 1e9`` (``\\/`` is a
+  ``/`` inside a key);
   ``{OTHER.json:path}`` reads another file of ``docs/benchmarks/``.
 
 ``--update`` keeps each number's decimals, sign and thousands separators, so
@@ -75,10 +76,11 @@ def references(text: str) -> Iterator[Reference]:
 
 
 def lookup(data: Any, path: str) -> Any:
-    """The value at ``path`` (``a/0/name=RAE/psnr``) of parsed JSON."""
+    """The value at ``path`` (``a/0/name=RAE/psnr``; ``\\/`` stands for a
+    ``/`` inside a key) of parsed JSON."""
     value = data
-    for key in path.split('/'):
-        key = key.strip()
+    for key in re.split(r'(?<!\\)/', path):
+        key = key.strip().replace('\\/', '/')
         if isinstance(value, list) and '=' in key:
             field, wanted = key.split('=', 1)
             matches = [item for item in value if isinstance(item, dict)
