@@ -131,3 +131,23 @@ def test_the_checker_catches_stale_numbers(tmp_path):
         '<!-- json: setup.py -->\n1<!--= 1 -->')
     assert 'does not exist' in message(
         '<!-- json: docs/benchmarks/z.json -->\n1<!--= 1 -->')
+
+
+def test_the_flops_json_is_what_get_flops_measures_now():
+    """The quoted FLOPs follow the code: a change of the models' cost
+    fails here until ``get_flops.py --out`` rewrites the JSON (and
+    ``doc_numbers.py --update`` the documents)."""
+    spec = importlib.util.spec_from_file_location(
+        'decq_tool_get_flops_docs', ROOT / 'tools/analysis/get_flops.py')
+    get_flops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(get_flops)
+    committed = json.loads(
+        (ROOT / 'docs/benchmarks/flops_256_2026-12-03.json').read_text())
+    now = [get_flops.measure(str(ROOT / c), 'XL')
+           for c in get_flops.DEFAULT_CONFIGS]
+    assert now == committed, (
+        'the models cost other FLOPs than docs/benchmarks/'
+        'flops_256_2026-12-03.json says: rerun python tools/analysis/'
+        'get_flops.py --out docs/benchmarks/flops_256_<date>.json, point '
+        'the documents at it and run python tools/misc/doc_numbers.py '
+        '--update')
