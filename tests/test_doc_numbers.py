@@ -151,3 +151,30 @@ def test_the_flops_json_is_what_get_flops_measures_now():
         'get_flops.py --out docs/benchmarks/flops_256_<date>.json, point '
         'the documents at it and run python tools/misc/doc_numbers.py '
         '--update')
+
+
+def test_the_builtin_random_json_is_what_the_code_gives_now():
+    """The random-weight RAE row of the built-in suite, recomputed the
+    way the suite does it (seed 0, the 40 bundled val crops): PSNR and
+    parameters equal the committed JSON's."""
+    import torch
+
+    from decq_plugin.apis import build_tokenizer_from_config
+    from decq_plugin.datasets.demo_images import DemoImageDataset
+    from decq_plugin.evaluation.metrics.reconstruction import psnr
+    committed = json.loads((ROOT / 'docs/benchmarks/'
+                            'cpu_builtin_random_2026-12-03.json').read_text())
+    row, = [r for r in committed['rows'] if r['name'] == 'RAE']
+    torch.manual_seed(committed['settings']['seed'])
+    tok = build_tokenizer_from_config(str(ROOT / row['config']), None)
+    data = DemoImageDataset(mode='val', image_size=64)
+    images = torch.stack([data[i]['inputs'] for i in range(len(data))])
+    assert len(images) == row['num_images']
+    with torch.inference_mode():
+        recon = tok.decode(tok.encode(images))
+    assert psnr(recon, images).mean().item() == pytest.approx(
+        row['psnr'], rel=1e-6), ('rerun python tools/benchmark_tokenizers.py '
+                                 '--suite builtin and commit its JSON')
+    params = sum(p.numel() for name, p in tok.named_parameters()
+                 if not name.startswith('teacher'))
+    assert params == row['params']
