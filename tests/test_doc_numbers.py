@@ -118,6 +118,11 @@ def test_the_checker_catches_stale_numbers(tmp_path):
     ratio = head + 'x2.71<!--= {y.json:img_s} / {rows/0/psnr} * 3 / 9 -->'
     assert doc_numbers.check_text(ratio, tmp_path) == []
 
+    example = '`<!-- json: docs/benchmarks/z.json -->` `1<!--= {a} -->`\n'
+    assert doc_numbers.check_text(example + good, tmp_path) == []
+    assert doc_numbers.check_text(
+        head + example + '19.43<!--= {rows/0/psnr} -->', tmp_path) == []
+
     def message(text):
         problem, = doc_numbers.check_text(text, tmp_path)
         return problem.message

@@ -36,6 +36,7 @@ NUMBER = r'[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?'
 REFERENCE = re.compile(
     rf'(?P<num>{NUMBER})(?P<pct>%?)<!--=\s*(?P<expr>.*?)\s*-->')
 PATH = re.compile(r'\{([^{}]+)\}')
+CODE_SPAN = re.compile(r'`[^`\n]*`')
 #: Where quoted numbers may come from: measurements, and the suites' copies
 #: of the paper's numbers (``paper`` of each tokenizer).
 SOURCES = ('docs/benchmarks/', 'configs/benchmark/')
@@ -64,11 +65,19 @@ def default_documents(root: Path = ROOT) -> List[Path]:
                    *(root / 'docs').glob('*.md')])
 
 
+def _outside_code(text: str, matches: Iterator[re.Match]) -> List[re.Match]:
+    """``matches`` that are not inside a backtick code span (examples of
+    the convention are not references)."""
+    spans = [m.span() for m in CODE_SPAN.finditer(text)]
+    return [m for m in matches
+            if not any(a <= m.start() < b for a, b in spans)]
+
+
 def references(text: str) -> Iterator[Reference]:
     """Every quoted number of ``text`` with the JSON file in force there."""
-    directives = [(m.start(), m.group(1))
-                  for m in JSON_DIRECTIVE.finditer(text)]
-    for m in REFERENCE.finditer(text):
+    directives = [(m.start(), m.group(1)) for m in
+                  _outside_code(text, JSON_DIRECTIVE.finditer(text))]
+    for m in _outside_code(text, REFERENCE.finditer(text)):
         in_force = [name for pos, name in directives if pos < m.start()]
         yield Reference(text.count('\n', 0, m.start()) + 1, m.start('num'),
                         m.end('num'), m.group('num'),
