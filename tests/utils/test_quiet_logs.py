@@ -9,7 +9,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import pytest
 
 from decq_plugin.utils.quiet_logs import (LogFileOnly, quiet_console,
                                           quiet_known_warnings)

@@ -1,8 +1,10 @@
 """Check (or rewrite) the measured numbers quoted in the Markdown documents
 against the committed JSON files they come from.
 
-    python tools/misc/doc_numbers.py            # check README.md, configs/README.md, docs/*.md
-    python tools/misc/doc_numbers.py --update   # rewrite each quoted number from its JSON
+    python tools/misc/doc_numbers.py           # check the documents
+    python tools/misc/doc_numbers.py --update  # rewrite them from the JSONs
+
+The documents: README.md, configs/README.md and docs/*.md.
 
 The convention, invisible once rendered:
 
