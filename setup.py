@@ -107,7 +107,8 @@ if __name__ == '__main__':
         packages=find_packages(include=[PACKAGE, f'{PACKAGE}.*']),
         python_requires='>=3.9',
         install_requires=read_requirements('runtime'),
-        extras_require={'tests': read_requirements('tests')},
+        extras_require={'tests': read_requirements('tests'),
+                        'tensorboard': read_requirements('tensorboard')},
         cmdclass={'build_py': BuildPyWithConfigs},
         zip_safe=False,
     )

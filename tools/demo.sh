@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The built-in default, end to end, with nothing to download (CPU, ~8 min
+# The built-in default, end to end, with nothing to download (CPU, 4-8 min
 # on 2 cores):
 #   1. install decq_plugin into the current Python environment;
 #   2. stage 1: train the tiny DecQ tokenizer on the bundled photos;

@@ -11,7 +11,8 @@ out, so one command-line option adds them::
 
 or, in a config, ``visualizer = dict(backends=['tensorboard'])``. The
 packages stay optional: a named backend whose package is missing fails at
-start-up with the ``pip install`` line, not at the first logged scalar.
+start-up with the ``pip install`` line (TensorBoard: the ``tensorboard``
+extra, ``pip install -e ".[tensorboard]"``), not at the first logged scalar.
 """
 import importlib.util
 from typing import Dict, List, Optional, Sequence, Union
@@ -26,6 +27,18 @@ BACKENDS: Dict[str, tuple] = {
     'tensorboard': ('TensorboardVisBackend', 'tensorboard'),
     'wandb': ('WandbVisBackend', 'wandb'),
 }
+
+#: backend name -> the extra of ``setup.py`` that installs its package.
+EXTRAS: Dict[str, str] = {'tensorboard': 'tensorboard'}
+
+
+def install_hint(name: str, package: str) -> str:
+    """The ``pip install`` line for the package of backend ``name``."""
+    extra = EXTRAS.get(name)
+    if extra is None:
+        return f'pip install {package}'
+    return (f'pip install -e ".[{extra}]" (from a clone of decq_plugin; '
+            f'or pip install {package})')
 
 
 def backend_configs(names: Union[str, Sequence[str]],
@@ -47,7 +60,8 @@ def backend_configs(names: Union[str, Sequence[str]],
         if package and importlib.util.find_spec(package) is None:
             raise ImportError(
                 f"visualizer backend '{name}' needs the '{package}' package: "
-                f'pip install {package} (or drop it from visualizer.backends)')
+                f'{install_hint(name, package)}, or drop it from '
+                'visualizer.backends')
         cfg = dict(type=backend_type)
         if name == 'wandb' and wandb_kwargs:
             cfg['init_kwargs'] = dict(wandb_kwargs)

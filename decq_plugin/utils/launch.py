@@ -192,16 +192,22 @@ def prepare_cpu_distributed(cfg: Config) -> bool:
 
 
 def build_runner(cfg: Config):
-    """Build the runner named by ``cfg.runner_type`` (default ``Runner``).
+    """Build the runner named by ``cfg.runner_type`` (default: MMEngine's
+    ``Runner`` with a short console, :mod:`decq_plugin.utils.quiet_logs`;
+    the log file keeps the config, environment and hook order).
 
     Multi-process runs without a GPU use gloo (:func:`prepare_cpu_distributed`).
     """
     from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
+
+    from .quiet_logs import quiet_known_warnings, quiet_runner_class
     prepare_cpu_distributed(cfg)
+    model = cfg.get('model')
+    quiet_known_warnings(isinstance(model, dict) and
+                         model.get('discriminator') is not None)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    return quiet_runner_class().from_cfg(cfg)
 
 
 def init_launcher(launcher: str) -> None:

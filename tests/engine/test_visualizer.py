@@ -66,3 +66,28 @@ def test_runtime_takes_the_switch_from_cfg_options():
     assert cfg.visualizer.type == 'RunVisualizer'
     assert cfg.visualizer.backends == ['tensorboard']
     assert isinstance(cfg, Config)
+
+
+def _setup_extras() -> dict:
+    """``extras_require`` of setup.py: extra name -> requirements file name."""
+    import ast
+    with open(osp.join(ROOT, 'setup.py'), encoding='utf-8') as f:
+        tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == 'extras_require':
+            return {key.value: value.args[0].value
+                    for key, value in zip(node.value.keys, node.value.values)}
+    raise AssertionError('setup.py has no extras_require')
+
+
+def test_tensorboard_has_an_extra_named_in_the_error(monkeypatch):
+    extras = _setup_extras()
+    assert 'tensorboard' in extras
+    with open(osp.join(ROOT, 'requirements',
+                       f"{extras['tensorboard']}.txt")) as f:
+        lines = [line.split('#')[0].strip() for line in f]
+    assert any(line.startswith('tensorboard') for line in lines)
+    monkeypatch.setattr(vis_module.importlib.util, 'find_spec',
+                        lambda name, *a: None)
+    with pytest.raises(ImportError, match=r'\.\[tensorboard\]'):
+        RunVisualizer(name=_name(), backends=['tensorboard'])

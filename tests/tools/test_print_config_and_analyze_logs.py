@@ -58,3 +58,36 @@ def test_analyze_logs(tmp_path):
 def test_analyze_logs_without_logs(tmp_path):
     with pytest.raises(SystemExit, match='no vis_data/scalars.json'):
         _tool('analysis', 'analyze_logs.py').main([str(tmp_path)])
+
+
+def test_analyze_logs_stage1_lrs_and_validation_keys(tmp_path, capsys):
+    """Stage 1 logs one lr per optimizer (``tokenizer.lr``,
+    ``discriminator.lr``): the default keys plot both. Validation rows
+    (no ``iter``, MMEngine's ``step`` is the epoch) are plotted at the
+    iteration where validation ran; an absent key is reported."""
+    rows = []
+    for epoch in (1, 2):
+        for i in (1, 2):
+            it = (epoch - 1) * 2 + i
+            rows.append({'tokenizer.lr': 1e-4 * it,
+                         'discriminator.lr': 2e-4 * it, 'loss': 1.0 / it,
+                         'time': 0.5, 'epoch': epoch, 'iter': it,
+                         'step': it})
+        rows.append(dict(PSNR=10.0 + epoch, SSIM=0.1 * epoch, step=epoch))
+    _write_run(tmp_path / 'a', 8, rows)
+    tool = _tool('analysis', 'analyze_logs.py')
+    out = tmp_path / 'curves.png'
+    series = tool.main([str(tmp_path / 'a'), '--out', str(out),
+                        '--legend', 'A'])['A']
+    assert series['tokenizer.lr'][1] == pytest.approx(
+        [1e-4, 2e-4, 3e-4, 4e-4])
+    assert series['discriminator.lr'][0] == [1, 2, 3, 4]
+    series = tool.main([str(tmp_path / 'a'), '--keys', 'loss', 'PSNR',
+                        'FID', '--out', str(out), '--legend', 'A'])['A']
+    assert series['PSNR'] == ([2, 4], [11.0, 12.0])
+    assert set(series) == {'loss', 'PSNR'}
+    err = capsys.readouterr().err
+    assert "key 'FID' is not in" in err and 'PSNR' in err
+    assert out.read_bytes()[:4] == b'\x89PNG'
+    with pytest.raises(SystemExit, match="none of the keys FID was found"):
+        tool.main([str(tmp_path / 'a'), '--keys', 'FID', '--out', str(out)])

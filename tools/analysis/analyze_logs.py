@@ -1,5 +1,6 @@
 """Plot training curves from MMEngine's ``vis_data/scalars.json``: losses,
-learning rate and images per second against the iteration.
+learning rate and images per second against the iteration, and validation
+metrics (``--keys PSNR SSIM``) at the iteration where validation ran.
 
     python tools/analysis/analyze_logs.py WORK_DIR_OR_SCALARS_JSON ...
         [--keys loss loss_l1 lr img/s] [--batch-size 64] [--out curves.png]
@@ -8,7 +9,10 @@ learning rate and images per second against the iteration.
 A work dir is searched for its newest ``*/vis_data/scalars.json``. Images
 per second = batch size / iteration ``time``; the batch size comes from
 ``--batch-size``, else from the ``config.py`` saved beside the scalars
-(``train_dataloader.batch_size``, per process). Prints a summary per run.
+(``train_dataloader.batch_size``, per process). A key no row holds stands
+for every ``*.<key>`` (``lr``: ``tokenizer.lr`` and ``discriminator.lr``
+of stage 1); a key found in no row of a log is reported with the keys the
+log has. Prints a summary per run.
 """
 import argparse
 import glob
@@ -16,7 +20,7 @@ import json
 import math
 import os.path as osp
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 DEFAULT_KEYS = ('loss', 'lr', 'img/s')
 
@@ -34,10 +38,16 @@ def find_scalars(path: str) -> str:
     return found[-1]
 
 
-def read_scalars(path: str) -> List[dict]:
-    """The training rows (those with an ``iter``; validation rows have
-    none) of a scalars.json (one JSON object per line)."""
-    rows = []
+def read_scalars(path: str) -> Tuple[List[dict], List[dict]]:
+    """The training rows (those with an ``iter``) and the validation rows
+    of a scalars.json (one JSON object per line).
+
+    A validation row has no ``iter``; it gets one: that of the last
+    training row before it (the iteration at which validation ran), so
+    both kinds share the x axis.
+    """
+    train, val = [], []
+    last_iter = 0
     with open(path, encoding='utf-8') as f:
         for line in f:
             line = line.strip()
@@ -45,8 +55,25 @@ def read_scalars(path: str) -> List[dict]:
                 continue
             row = json.loads(line)
             if 'iter' in row:
-                rows.append(row)
-    return rows
+                last_iter = row['iter']
+                train.append(row)
+            else:
+                val.append(dict(row, iter=last_iter))
+    return train, val
+
+
+def expand_keys(rows: Sequence[dict], keys: Sequence[str]) -> List[str]:
+    """``keys`` with each one that no row holds replaced by the row keys
+    ending in ``.<key>`` (``lr`` -> ``tokenizer.lr``,
+    ``discriminator.lr`` of a run with several optimizers)."""
+    present = {k for row in rows for k in row}
+    out = []
+    for key in keys:
+        if key in present or key == 'img/s':
+            out.append(key)
+        else:
+            out.extend(sorted(k for k in present if k.endswith('.' + key)))
+    return list(dict.fromkeys(out))
 
 
 def config_batch_size(scalars: str) -> Optional[int]:
@@ -100,8 +127,6 @@ def plot(runs: Dict[str, Dict[str, tuple]], keys: Sequence[str],
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     keys = [k for k in keys if any(k in s for s in runs.values())]
-    if not keys:
-        raise ValueError('none of the keys was found in the logs')
     fig, axes = plt.subplots(len(keys), 1, figsize=(6.4, 2.4 * len(keys)),
                              squeeze=False, sharex=True)
     for ax, key in zip(axes[:, 0], keys):
@@ -138,6 +163,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def missing_keys(keys: Sequence[str], rows: Sequence[dict],
+                 series: Dict[str, tuple]) -> List[str]:
+    """The requested ``keys`` that gave no curve (neither the key nor a
+    ``*.key`` is in ``series``)."""
+    return [k for k in keys
+            if not any(s == k or s.endswith('.' + k) for s in series)]
+
+
 def main(argv=None) -> Dict[str, Dict[str, tuple]]:
     args = parse_args(argv)
     runs = {}
@@ -146,9 +179,25 @@ def main(argv=None) -> Dict[str, Dict[str, tuple]]:
             path = find_scalars(log)
             name = args.legend[i] if args.legend else log
             batch = args.batch_size or config_batch_size(path)
-            runs[name] = curves(read_scalars(path), args.keys, batch)
-            print(summary(name, runs[name]))
-        plot(runs, args.keys, args.out)
+            train, val = read_scalars(path)
+            series = curves(train, expand_keys(train, args.keys), batch)
+            val_keys = [k for k in expand_keys(val, args.keys)
+                        if k not in series and k != 'img/s']
+            series.update(curves(val, val_keys, None))
+            runs[name] = series
+            for key in missing_keys(args.keys, train + val, series):
+                keys_in_log = sorted({k for row in train + val for k in row}
+                                     - {'iter', 'step', 'epoch'})
+                print(f"analyze_logs.py: key '{key}' is not in {path} "
+                      f"(training and validation rows); its keys: "
+                      f"{', '.join(keys_in_log) or 'none'}", file=sys.stderr)
+            print(summary(name, series))
+        keys = list(dict.fromkeys(
+            k for series in runs.values() for k in series))
+        if not keys:
+            raise ValueError(f"none of the keys {' '.join(args.keys)} was "
+                             'found in the logs')
+        plot(runs, keys, args.out)
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f'analyze_logs.py: error: {err}')
     print(f'wrote {args.out}')
