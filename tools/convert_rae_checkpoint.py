@@ -57,6 +57,8 @@ def main(argv=None) -> dict:
         sys.exit(f'convert_rae_checkpoint.py: error: {error}')
     filled = ', '.join(f'{k} <- {v}' for k, v in result['filled'].items())
     print(f'{args.out}: {filled}')
+    for part, taken in result['weights'].items():
+        print(f'  {part}: took {taken}')
     return result
 
 
