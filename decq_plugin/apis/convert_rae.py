@@ -99,7 +99,7 @@ def _tokenizer_of(model: nn.Module) -> Optional[nn.Module]:
     return getattr(model, 'tokenizer', None)
 
 
-def _patch_tokenizer(model: nn.Module) -> nn.Module:
+def patch_tokenizer(model: nn.Module) -> nn.Module:
     """Where RAE's decoder and statistics go: the tokenizer when it makes
     patch latents only, else the RAE tokenizer of ``decode_with``."""
     tokenizer = _tokenizer_of(model)
@@ -114,8 +114,7 @@ def _patch_tokenizer(model: nn.Module) -> nn.Module:
     return rae
 
 
-def _prepare_config(cfg: Config, pretrained_vfm: bool,
-                    vfm_weights: PathOrNone = None) -> None:
+def _prepare_config(cfg: Config, pretrained_vfm: bool) -> None:
     """Point every file entry of the model config away (the weights come
     from the RAE files or the VFM's own source) and drop what conversion
     never uses (a stage-1 model's LPIPS, discriminator and DiffAug)."""
@@ -133,8 +132,6 @@ def _prepare_config(cfg: Config, pretrained_vfm: bool,
             tok['latent_stats'] = None
         if isinstance(tok.get('encoder'), dict):
             tok.encoder['pretrained'] = pretrained_vfm
-            if pretrained_vfm and vfm_weights is not None:
-                tok.encoder['weights_path'] = vfm_weights
     if 'tokenizer_ckpt' in model:
         model['tokenizer_ckpt'] = None
     guidance = model.get('guidance')
@@ -167,8 +164,7 @@ def convert_rae_checkpoint(
         pretrained_vfm: bool = True,
         use_ema: bool = True,
         cfg_options: Optional[dict] = None,
-        vfm_weights: PathOrNone = None,
-        check_model: Optional[Callable[[nn.Module], None]] = None) -> dict:
+        fill_model: Optional[Callable[[nn.Module], None]] = None) -> dict:
     """Fill ``config``'s model from RAE files and save the parts filled.
 
     Args:
@@ -191,9 +187,8 @@ def convert_rae_checkpoint(
         use_ema: take ``'ema'`` (else ``'model'``) from training
             checkpoints that hold both.
         cfg_options: overrides of the config.
-        vfm_weights: a local VFM weight file (the encoder's
-            ``weights_path``), e.g. from :func:`import_diffusers_rae`.
-        check_model: called with the built model before it is filled.
+        fill_model: called with the built model before the RAE files
+            fill it (e.g. to load VFM weights from another source).
 
     Returns:
         ``{'out': out, 'filled': {part: file}, 'weights': {part: which
@@ -218,15 +213,15 @@ def convert_rae_checkpoint(
             states[part] = (path, state)
     needs_tokenizer = decoder is not None or stats is not None
     cfg = _load_config(config, cfg_options)
-    _prepare_config(cfg, pretrained_vfm and needs_tokenizer, vfm_weights)
+    _prepare_config(cfg, pretrained_vfm and needs_tokenizer)
     model = MODELS.build(cfg.model)
-    if check_model is not None:
-        check_model(model)
+    if fill_model is not None:
+        fill_model(model)
     filled: Dict[str, str] = {}
     saved: List[str] = []
 
     if needs_tokenizer:
-        target = _patch_tokenizer(model)
+        target = patch_tokenizer(model)
         saved.append(_prefix_of(model, target))
     if 'decoder' in states:
         path, state = states['decoder']

@@ -243,7 +243,7 @@ def _check_table(name: str, got: Tensor, want: Tensor, source: str) -> None:
             'table or another RoPE channel pairing) than RAE\'s')
 
 
-def _fit(module: nn.Module, state: State, source: str) -> State:
+def fit_state(module: nn.Module, state: State, source: str) -> State:
     """``state`` if it has exactly ``module``'s keys and shapes."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
@@ -300,7 +300,7 @@ def decoder_from_rae(state: Mapping[str, Tensor], decoder: nn.Module,
                           sincos_2d(width, grid, grid)])[None]
         _check_table('decoder_pos_embed', state['decoder_pos_embed'], want,
                      source)
-    return _fit(decoder, out, source)
+    return fit_state(decoder, out, source)
 
 
 def decoder_to_rae(decoder: nn.Module) -> State:
@@ -383,7 +383,7 @@ def ditdh_from_rae(state: Mapping[str, Tensor], model: nn.Module,
                 raise RAELayoutError(f'{source} has {name!r} but the config '
                                      'builds a DiTDH without RoPE')
             _check_table(name, state[name], tables[name], source)
-    return _fit(model, out, source)
+    return fit_state(model, out, source)
 
 
 def ditdh_to_rae(model: nn.Module) -> State:
