@@ -514,3 +514,25 @@ def test_truncated_file_is_named(stage2, tmp_path, suffix, capsys):
     message = str(exit_info.value.code)
     assert str(path) in message and 'truncated' in message
     assert 'Traceback' not in capsys.readouterr().err
+
+
+def test_converted_tokenizer_starts_decq(tmp_path):
+    """README: DecQ starts from a converted RAE tokenizer with
+    load_from=... allow_partial_load_from=True: every key they share fits
+    (the ResumableCheckpointHook check), the decoder blocks come over."""
+    from decq_plugin.engine.checkpoint import check_state_fit
+    init_default_scope('decq_plugin')
+    tok = MODELS.build(load_config(STAGE1).model.tokenizer)
+    torch.save(decoder_to_rae(randomize(tok.decoder, 4)), tmp_path / 'm.pt')
+    out = str(tmp_path / 'tokenizer.pth')
+    convert_rae_checkpoint(STAGE1, out, decoder=str(tmp_path / 'm.pt'),
+                           pretrained_vfm=False)
+    decq = MODELS.build(load_config(
+        str(ROOT / 'configs/demo/decq_tiny_1xb8-16e_demo-64.py')).model)
+    state = torch.load(out, weights_only=True)['state_dict']
+    missing, unexpected = check_state_fit(decq, decq.state_dict(), state,
+                                          out, strict=False)
+    assert not unexpected and any('query' in k for k in missing)
+    decq.load_state_dict(state, strict=False)
+    assert torch.equal(decq.tokenizer.decoder.blocks[0].attn.q.weight,
+                       tok.decoder.blocks[0].attn.q.weight)
