@@ -63,6 +63,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if args.format == 'diffusers':
         from decq_plugin.apis.diffusers_format import (DiffusersFormatError,
                                                        export_diffusers)
+        if args.part == 'denoiser' or args.vfm == 'reference':
+            sys.exit('export.py: error: --format diffusers writes the '
+                     'tokenizer with its VFM (no --part denoiser, no --vfm '
+                     'reference)')
         try:
             paths = export_diffusers(args.config, args.checkpoint,
                                      args.out_dir, use_ema=not args.raw,

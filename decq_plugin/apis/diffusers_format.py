@@ -45,7 +45,7 @@ HEAD_DIM = 64
 DIFFUSERS_BASE_GRID = 16
 
 
-class DiffusersFormatError(ValueError):
+class DiffusersFormatError(RAELayoutError):
     """A folder is not a diffusers ``AutoencoderRAE`` this package reads,
     or a tokenizer cannot be written as one."""
 
@@ -62,6 +62,12 @@ def read_diffusers_folder(folder: str
         raise FileNotFoundError(f'diffusers folder not found: {folder!r}')
     config_path = osp.join(folder, CONFIG_NAME)
     weights_path = osp.join(folder, WEIGHTS_NAME)
+    if not osp.isfile(weights_path) and osp.isfile(weights_path +
+                                                   '.index.json'):
+        raise DiffusersFormatError(
+            f'{folder!r} holds sharded weights ({WEIGHTS_NAME}.index.json); '
+            'save the model as one file (AutoencoderRAE.save_pretrained('
+            'folder, max_shard_size="100GB")) and convert that')
     for path in (config_path, weights_path):
         if not osp.isfile(path):
             raise FileNotFoundError(

@@ -57,6 +57,17 @@ def _stats_tensor(value: torch.Tensor, shape: tuple, name: str,
             f'are {shape} (C, h, w)') from None
 
 
+def _latent_stat(state: Dict[str, torch.Tensor], config: dict,
+                 name: str) -> torch.Tensor:
+    """``_latents_{name}`` of the weights, else ``latents_{name}`` of the
+    config, else AutoencoderRAE's default (0 / 1)."""
+    if f'_latents_{name}' in state:
+        return state[f'_latents_{name}']
+    if config.get(f'latents_{name}') is not None:
+        return torch.tensor(config[f'latents_{name}'], dtype=torch.float32)
+    return torch.zeros(1) if name == 'mean' else torch.ones(1)
+
+
 def import_diffusers_rae(folder: str, out_dir: str) -> Dict[str, object]:
     """Write the VFM, decoder and statistics of an ``AutoencoderRAE``
     folder as this package's files (see the module docstring).
@@ -82,16 +93,18 @@ def import_diffusers_rae(folder: str, out_dir: str) -> Dict[str, object]:
     encoder = {k[len('encoder.'):]: v for k, v in state.items()
                if k.startswith('encoder.')}
     vfm = dinov2_hf_to_timm(encoder, grid, source)
+    # decoder.decoder_pos_embed, when a folder stores it, is checked
+    # against this package's table as RAE's files are.
     decoder = decoder_diffusers_to_rae({
         k[len('decoder.'):]: v for k, v in state.items()
-        if k.startswith('decoder.') and k != 'decoder.decoder_pos_embed'})
+        if k.startswith('decoder.')})
     if recognise(decoder, source + ' (decoder.*)') != DECODER_KIND:
         raise DiffusersFormatError(f'{source} holds no pixel decoder')
     channels = vfm['cls_token'].shape[-1]
     shape = (channels, grid, grid)
-    mean = _stats_tensor(state.get('_latents_mean', torch.zeros(1)), shape,
+    mean = _stats_tensor(_latent_stat(state, config, 'mean'), shape,
                          'latents_mean', source)
-    std = _stats_tensor(state.get('_latents_std', torch.ones(1)), shape,
+    std = _stats_tensor(_latent_stat(state, config, 'std'), shape,
                         'latents_std', source)
     try:
         patch_mean, patch_var = stats_from_diffusers(

@@ -290,3 +290,64 @@ def test_transformers_4_key_names_convert(hub_folder, tmp_path):
     convert_diffusers_rae(config, str(folder), str(out))
     _assert_same(build_tokenizer_from_config(config, str(out)),
                  hub_folder['model'])
+
+
+def _copy_folder(src: str, dst: Path, change) -> str:
+    """``src`` with its weights passed through ``change(state)``."""
+    from safetensors.torch import load_file, save_file
+    src = Path(src)
+    dst.mkdir()
+    state = load_file(str(src / 'diffusion_pytorch_model.safetensors'))
+    save_file(change(dict(state)),
+              str(dst / 'diffusion_pytorch_model.safetensors'))
+    (dst / 'config.json').write_text((src / 'config.json').read_text())
+    return str(dst)
+
+
+def test_stored_decoder_table_is_checked_and_stats_fall_back(hub_folder,
+                                                             tmp_path):
+    """A folder may store decoder.decoder_pos_embed (diffusers ignores
+    it): RAE's table converts, another is refused naming it. Without the
+    _latents_* weights the config.json lists give the statistics."""
+    table = hub_folder['model'].decoder.decoder_pos_embed.clone()
+
+    def with_table(scale):
+        def change(state):
+            state['decoder.decoder_pos_embed'] = table * scale
+            state.pop('_latents_mean')
+            state.pop('_latents_std')
+            return state
+        return change
+
+    config = _config_file(tmp_path)
+    good = _copy_folder(hub_folder['folder'], tmp_path / 'good',
+                        with_table(1.0))
+    out = tmp_path / 'ok' / 'tok.pth'
+    convert_diffusers_rae(config, good, str(out))
+    _assert_same(build_tokenizer_from_config(config, str(out)),
+                 hub_folder['model'])
+    bad = _copy_folder(hub_folder['folder'], tmp_path / 'bad',
+                       with_table(2.0))
+    tool = _load_tool(TOOL, 'decq_tool_convert_table')
+    with pytest.raises(SystemExit, match="'decoder_pos_embed'.*differs"):
+        tool.main([config, '--diffusers', bad, '--out',
+                   str(tmp_path / 'no' / 'tok.pth')])
+
+
+def test_cli_names_a_broken_folder(hub_folder, tmp_path):
+    folder = tmp_path / 'broken'
+    folder.mkdir()
+    (folder / 'config.json').write_text('{"encoder_type": ')
+    (folder / 'diffusion_pytorch_model.safetensors').write_bytes(b'')
+    tool = _load_tool(TOOL, 'decq_tool_convert_broken')
+    with pytest.raises(SystemExit, match=r'config\.json.*not valid JSON'):
+        tool.main([_config_file(tmp_path), '--diffusers', str(folder),
+                   '--out', str(tmp_path / 'o.pth')])
+
+
+def test_export_refuses_parts_it_cannot_write(trained, tmp_path):
+    tool = _load_tool(EXPORT_TOOL, 'decq_tool_export_parts')
+    with pytest.raises(SystemExit, match='--part denoiser'):
+        tool.main([_config_file(tmp_path), trained['ckpt'],
+                   str(tmp_path / 'o'), '--format', 'diffusers', '--part',
+                   'denoiser'])
