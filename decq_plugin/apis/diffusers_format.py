@@ -10,6 +10,7 @@ DINOv2-with-registers VFM have that form: a DecQ tokenizer (query latents,
 condensers) is refused, its own format being
 :func:`decq_plugin.apis.export_pretrained`.
 """
+import importlib.metadata
 import json
 import os
 import os.path as osp
@@ -179,9 +180,8 @@ def diffusers_config(tokenizer: nn.Module) -> dict:
         mean = torch.zeros(channels, grid, grid)
         std = torch.full((channels, grid, grid), 1 - 1e-5)
     try:
-        import diffusers
-        version = diffusers.__version__
-    except ImportError:
+        version = importlib.metadata.version('diffusers')
+    except importlib.metadata.PackageNotFoundError:
         version = '0.42.0'
     return {
         '_class_name': CLASS_NAME,
@@ -216,8 +216,7 @@ def diffusers_state(tokenizer: nn.Module, config: dict
     vit_state = {k: v.detach().float().cpu()
                  for k, v in encoder.vit.state_dict().items()}
     state = {f'encoder.{k}': v for k, v in dinov2_timm_to_hf(
-        vit_state, config['encoder_hidden_size'] // HEAD_DIM,
-        encoder.patch_size).items()}
+        vit_state, encoder.patch_size).items()}
     decoder = decoder_rae_to_diffusers(decoder_to_rae(tokenizer.decoder))
     state.update({f'decoder.{k}': v.detach().float().cpu()
                   for k, v in decoder.items()})
@@ -290,5 +289,5 @@ def export_diffusers(config: str,
     return save_diffusers(tokenizer.eval(), out_dir)
 
 
-__all__ = ['DiffusersFormatError', 'RAELayoutError', 'read_diffusers_folder',
-           'save_diffusers', 'export_diffusers', 'diffusers_config']
+__all__ = ['DiffusersFormatError', 'read_diffusers_folder', 'save_diffusers',
+           'export_diffusers', 'diffusers_config']

@@ -176,7 +176,7 @@ def dinov2_hf_to_timm(state: Mapping[str, Tensor], grid: int,
     return out
 
 
-def dinov2_timm_to_hf(state: Mapping[str, Tensor], num_heads: int,
+def dinov2_timm_to_hf(state: Mapping[str, Tensor],
                       patch_size: int) -> State:
     """The inverse of :func:`dinov2_hf_to_timm` for transformers 5 names:
     the CLS position row is zero, the patch positions are those that
@@ -195,7 +195,6 @@ def dinov2_timm_to_hf(state: Mapping[str, Tensor], num_heads: int,
         'embeddings.patch_embeddings.projection.bias':
         state['patch_embed.proj.bias'].clone(),
     }
-    del num_heads  # heads are a config value, not a weight
     inverse = {'norm1': 'norm1', 'norm2': 'norm2',
                'attn.proj': 'attention.o_proj', 'mlp.fc1': 'mlp.fc1',
                'mlp.fc2': 'mlp.fc2'}

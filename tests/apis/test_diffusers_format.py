@@ -27,7 +27,6 @@ from decq_plugin.apis.diffusers_format import (  # noqa: E402
 from decq_plugin.models.diffusers_layout import (  # noqa: E402
     positions_for_resampling, resample_positions)
 from decq_plugin.registry import MODELS  # noqa: E402
-from decq_plugin.utils.launch import load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / 'tools' / 'convert_rae_checkpoint.py'
@@ -124,7 +123,7 @@ def _assert_same(tokenizer, model) -> None:
         torch.testing.assert_close(ours, ref, atol=5e-5, rtol=1e-4)
 
 
-# -- import ---------------------------------------------------------------------
+# -- import ------------------------------------------------------------------
 def test_hub_folder_converts_with_equal_outputs(hub_folder, tmp_path):
     config = _config_file(tmp_path)
     out = tmp_path / 'rae' / 'tokenizer.pth'
@@ -184,7 +183,7 @@ def test_bad_folders_are_named(hub_folder, tmp_path):
         read_diffusers_folder(str(folder))
 
 
-# -- export ---------------------------------------------------------------------
+# -- export ------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     """A tokenizer checkpoint of this package with random weights and

@@ -368,7 +368,7 @@ def test_cli_names_the_keys(stage2, tmp_path, capsys):
                    '--decoder', str(path), '--random-vfm'])
 
 
-# -- what users trip on --------------------------------------------------------------
+# -- what users trip on -------------------------------------------------------
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_half_precision_files_convert(stage2, tmp_path, dtype):
     """RAE's extract_decoder.py --dtype fp16|bf16 files: the fixed tables
