@@ -67,6 +67,8 @@ def read_rae_file_taken(path: str, use_ema: bool = True
         try:
             obj = torch.load(path, map_location='cpu', weights_only=True)
         except pickle.UnpicklingError as err:
+            if 'truncated' in str(err):
+                raise _unreadable(path, err) from None
             raise RAELayoutError(
                 f'{path!r} cannot be read as plain tensors (torch.load with '
                 f'weights_only=True refused it: {err}); it is not a weight '

@@ -350,3 +350,11 @@ def test_export_refuses_parts_it_cannot_write(trained, tmp_path):
         tool.main([_config_file(tmp_path), trained['ckpt'],
                    str(tmp_path / 'o'), '--format', 'diffusers', '--part',
                    'denoiser'])
+
+
+def test_diffusers_file_as_decoder_says_use_the_folder(hub_folder, tmp_path):
+    tool = _load_tool(TOOL, 'decq_tool_convert_as_decoder')
+    weights = Path(hub_folder['folder'], 'diffusion_pytorch_model.safetensors')
+    with pytest.raises(SystemExit, match='--diffusers FOLDER'):
+        tool.main([_config_file(tmp_path), '--decoder', str(weights),
+                   '--out', str(tmp_path / 'o.pth'), '--random-vfm'])
