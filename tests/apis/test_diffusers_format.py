@@ -58,6 +58,12 @@ def _load_tool(path: Path, name: str):
     return module
 
 
+def _from_pretrained(folder: str):
+    """``AutoencoderRAE.from_pretrained`` (without accelerate's loader)."""
+    return diffusers.AutoencoderRAE.from_pretrained(
+        folder, low_cpu_mem_usage=False).eval()
+
+
 def _randomize(module: torch.nn.Module, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -97,8 +103,7 @@ def hub_folder(tmp_path_factory):
     _randomize(model, 1)
     model.save_pretrained(str(root / 'folder'))
     return dict(folder=str(root / 'folder'),
-                model=diffusers.AutoencoderRAE.from_pretrained(
-                    str(root / 'folder')).eval())
+                model=_from_pretrained(str(root / 'folder')))
 
 
 def _hf_features(model, images: torch.Tensor) -> torch.Tensor:
@@ -210,7 +215,7 @@ def test_export_loads_in_diffusers_with_equal_outputs(trained, tmp_path):
     out = tmp_path / 'diffusers'
     tool = _load_tool(EXPORT_TOOL, 'decq_tool_export_diffusers')
     tool.main([config, trained['ckpt'], str(out), '--format', 'diffusers'])
-    model = diffusers.AutoencoderRAE.from_pretrained(str(out)).eval()
+    model = _from_pretrained(str(out))
     _assert_same(trained['tokenizer'], model)
 
 
