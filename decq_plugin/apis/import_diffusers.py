@@ -25,7 +25,7 @@ statistics; a stage-2 config's DiT-DH from RAE files too) and saves it as
 """
 import os
 import os.path as osp
-from typing import Dict, Optional, Union
+from typing import Callable, Dict, Optional, Union
 
 import torch
 from mmengine.config import Config
@@ -126,7 +126,8 @@ def import_diffusers_rae(folder: str, out_dir: str) -> Dict[str, object]:
     return dict(paths, config=config)
 
 
-def _vfm_filler(vfm_path: str, config: dict):
+def _vfm_filler(vfm_path: str,
+                config: dict) -> Callable[[nn.Module], None]:
     """A ``fill_model`` that loads the converted VFM into the tokenizer and
     checks the encoder settings the checkpoint cannot carry."""
     from safetensors.torch import load_file
@@ -175,6 +176,9 @@ def convert_diffusers_rae(config: Union[str, Config],
         :func:`convert_rae_checkpoint`'s result plus ``'files'``: the paths
         :func:`import_diffusers_rae` wrote.
     """
+    for path in (dit, guide):  # before anything is converted or written
+        if path is not None and not osp.isfile(path):
+            raise FileNotFoundError(f'RAE file not found: {path!r}')
     files = import_diffusers_rae(folder, osp.dirname(osp.abspath(out)))
     result = convert_rae_checkpoint(
         config, out, decoder=files['decoder'], stats=files['stats'],

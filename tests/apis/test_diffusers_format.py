@@ -363,3 +363,12 @@ def test_diffusers_file_as_decoder_says_use_the_folder(hub_folder, tmp_path):
     with pytest.raises(SystemExit, match='--diffusers FOLDER'):
         tool.main([_config_file(tmp_path), '--decoder', str(weights),
                    '--out', str(tmp_path / 'o.pth'), '--random-vfm'])
+
+
+def test_missing_dit_is_named_before_anything_is_written(hub_folder,
+                                                         tmp_path):
+    out = tmp_path / 'gen' / 'rae_dit.pth'
+    with pytest.raises(FileNotFoundError, match='stage2_model.pt'):
+        convert_diffusers_rae(_config_file(tmp_path), hub_folder['folder'],
+                              str(out), dit=str(tmp_path / 'stage2_model.pt'))
+    assert not (tmp_path / 'gen').exists()
