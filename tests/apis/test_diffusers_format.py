@@ -372,3 +372,35 @@ def test_missing_dit_is_named_before_anything_is_written(hub_folder,
         convert_diffusers_rae(_config_file(tmp_path), hub_folder['folder'],
                               str(out), dit=str(tmp_path / 'stage2_model.pt'))
     assert not (tmp_path / 'gen').exists()
+
+
+def test_generator_from_the_folder_and_a_dit_file(hub_folder, tmp_path):
+    """README: a stage-2 config filled from the Hub folder (tokenizer) and
+    RAE's DiT-DH file, in one checkpoint that loads strictly."""
+    from decq_plugin.apis import build_model_from_config
+    from decq_plugin.models.rae_layout import ditdh_to_rae
+    # As the shipped stage-2 configs: the VFM comes from the checkpoint.
+    tokenizer = dict(TOKENIZER, encoder=dict(TOKENIZER['encoder'],
+                                             pretrained=False))
+    model = dict(type='LatentDiffusionModel', tokenizer=tokenizer,
+                 tokenizer_ckpt=None, num_classes=3,
+                 denoiser=dict(type='DiTDH', arch=dict(
+                     body_width=32, body_depth=1, body_heads=2,
+                     head_width=32, head_depth=1, head_heads=2)),
+                 sampler=dict(type='EulerSampler', num_points=2))
+    config = tmp_path / 'tiny_ldm.py'
+    config.write_text(f'model = {model!r}\n')
+    init_default_scope('decq_plugin')
+    source = MODELS.build(model)
+    _randomize(source.denoiser, 9)
+    torch.save({'ema': ditdh_to_rae(source.denoiser)}, tmp_path / 'dit.pt')
+    out = tmp_path / 'gen' / 'rae_dit.pth'
+    tool = _load_tool(TOOL, 'decq_tool_convert_generator')
+    result = tool.main([str(config), '--diffusers', hub_folder['folder'],
+                        '--dit', str(tmp_path / 'dit.pt'), '--out',
+                        str(out)])
+    assert result['saved'] == ['tokenizer', 'denoiser']
+    built = build_model_from_config(str(config), str(out))
+    for key, value in source.denoiser.state_dict().items():
+        assert torch.equal(built.denoiser.state_dict()[key], value), key
+    _assert_same(built.tokenizer, hub_folder['model'])
