@@ -107,8 +107,13 @@ if __name__ == '__main__':
         packages=find_packages(include=[PACKAGE, f'{PACKAGE}.*']),
         python_requires='>=3.9',
         install_requires=read_requirements('runtime'),
-        extras_require={'tests': read_requirements('tests'),
-                        'tensorboard': read_requirements('tensorboard')},
+        extras_require={
+            # The tests exercise the diffusers interop against the real
+            # packages, so the tests extra includes the interop one.
+            'tests': read_requirements('tests') + read_requirements('interop'),
+            'interop': read_requirements('interop'),
+            'tensorboard': read_requirements('tensorboard'),
+        },
         cmdclass={'build_py': BuildPyWithConfigs},
         zip_safe=False,
     )

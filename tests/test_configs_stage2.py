@@ -55,9 +55,10 @@ def test_stage2_config_builds_full_size(path):
     assert all(p.requires_grad for p in model.denoiser.parameters())
 
 
-def test_guidance_and_decoder_variants():
+@pytest.mark.parametrize('latents', ['decq-q8-l0369', 'rae'])
+def test_guidance_and_decoder_variants(latents):
     by_name = {osp.basename(p): p for p in CONFIGS}
-    base = 'ldm_dit-dh-xl_decq-q8-l0369-dinov2-b-reg_{}8xb128-800e_in1k-256.py'
+    base = f'ldm_dit-dh-xl_{latents}-dinov2-b-reg_{{}}8xb128-800e_in1k-256.py'
     cfg_model = _build(by_name[base.format('cfg_')])
     assert type(cfg_model.guidance).__name__ == 'ClassifierFreeGuidance'
     assert cfg_model.guidance.scale > 1
@@ -66,8 +67,10 @@ def test_guidance_and_decoder_variants():
     guide = sum(p.numel() for p in auto.guidance.guide.parameters())
     main = sum(p.numel() for p in auto.denoiser.parameters())
     assert guide < main / 3  # a DiT-DH-S guides the XL model
+    plain = _build(by_name[base.format('')])
+    assert plain.guidance is None and plain.rae_decoder is None
+    if latents == 'rae':
+        return
     rae_dec = _build(by_name[base.format('rae-decoder_')])
     assert rae_dec.rae_decoder is not None
     assert rae_dec.rae_decoder.num_queries == 0
-    plain = _build(by_name[base.format('')])
-    assert plain.guidance is None and plain.rae_decoder is None

@@ -33,6 +33,8 @@ def test_runtime_requirements():
                    'pillow', 'tqdm', 'matplotlib', 'torchvision'):
         assert needed in reqs, needed
     assert 'pytest' in {_name(r) for r in _requirements('tests')}
+    interop = {_name(r) for r in _requirements('interop')}
+    assert {'diffusers', 'transformers'} <= interop
 
 
 def test_wheel_ships_configs(tmp_path):
@@ -80,3 +82,6 @@ def test_wheel_ships_configs(tmp_path):
                requires)
     assert any('pytest' in line and 'extra == "tests"' in line
                for line in requires)
+    for extra in ('interop', 'tests'):  # CI runs the interop tests
+        assert any(line.startswith('Requires-Dist: diffusers') and
+                   f'extra == "{extra}"' in line for line in requires), extra

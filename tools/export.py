@@ -15,6 +15,8 @@ loader gets it from timm by name, or from load_pretrained(...,
 vfm_weights=FILE)). A stage-2 config exports its DiT-DH (--part auto).
 load_pretrained checks the files against SHA256SUMS and builds only classes
 registered in decq_plugin, so a folder from someone else runs no code.
+--format diffusers writes an RAE tokenizer as diffusers' AutoencoderRAE
+(``AutoencoderRAE.from_pretrained(OUT_DIR)``; DecQ tokenizers are refused).
 """
 import argparse
 import os.path as osp
@@ -46,6 +48,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         default='include',
                         help="store the frozen VFM's weights or only its "
                         'timm name')
+    parser.add_argument('--format', choices=('decq', 'diffusers'),
+                        default='decq', help="decq: this package's folder; "
+                        "diffusers: an RAE tokenizer as diffusers' "
+                        'AutoencoderRAE (from_pretrained(OUT_DIR))')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(argv)
 
@@ -57,6 +63,21 @@ def main(argv: Optional[List[str]] = None) -> dict:
         check_file(args.checkpoint, 'checkpoint')
     except FileNotFoundError as err:
         sys.exit(f'export.py: error: {err}')
+    if args.format == 'diffusers':
+        from decq_plugin.apis.diffusers_format import (DiffusersFormatError,
+                                                       export_diffusers)
+        if args.part == 'denoiser' or args.vfm == 'reference':
+            sys.exit('export.py: error: --format diffusers writes the '
+                     'tokenizer with its VFM (no --part denoiser, no --vfm '
+                     'reference)')
+        try:
+            paths = export_diffusers(args.config, args.checkpoint,
+                                     args.out_dir, use_ema=not args.raw,
+                                     cfg_options=args.cfg_options)
+        except DiffusersFormatError as err:
+            sys.exit(f'export.py: error: {err}')
+        print(f"wrote {paths['config']} and {paths['weights']}")
+        return paths
     paths = export_pretrained(args.config, args.checkpoint, args.out_dir,
                               part=args.part, use_ema=not args.raw,
                               include_vfm=args.vfm == 'include',

@@ -19,18 +19,20 @@ by :mod:`decq_plugin.apis.convert_rae`):
   ``final_layer.{norm_final,linear,adaLN_modulation.1}``;
 * latent statistics: ``{'mean': [C, h, w], 'var': [C, h, w]}`` (loaded as
   they are by :class:`~decq_plugin.models.tokenizers.normalization.
-  LatentNormalizer`).
+  LatentNormalizer`; this package's ``patch_mean`` / ``patch_var`` files
+  are taken too).
 
 Training checkpoints wrap a state dict as ``{'model': ..., 'ema': ...}``
 (keys possibly prefixed ``module.`` / ``_orig_mod.``); :func:`unwrap_state`
-takes the EMA weights. The maps are renames, except that RAE's separate
-key / value projections are one ``kv`` projection here and its patch
-embedders are convolutions (a reshape). The fixed tables (sin-cos, RoPE)
+takes the EMA weights (and the ``decoder.*`` part of a stage-1
+checkpoint). The maps are renames, except that RAE's separate key / value
+projections are one ``kv`` projection here and its patch embedders are
+convolutions (a reshape). The fixed tables (sin-cos, RoPE)
 are not weights here; on import they are compared with this package's own
 tables, which checks that both use the same layouts.
 """
 import re
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -95,17 +97,35 @@ class RAELayoutError(ValueError):
 # ---------------------------------------------------------------------------
 def unwrap_state(obj: Mapping, source: str = 'file',
                  use_ema: bool = True) -> State:
-    """The flat ``{name: tensor}`` state of a loaded RAE file: training
-    checkpoints ``{'ema': ..., 'model': ...}`` give ``'ema'`` (``'model'``
-    with ``use_ema=False``); DDP / compile prefixes are dropped."""
+    """The flat ``{name: tensor}`` state of a loaded RAE file (see
+    :func:`unwrap_state_taken`)."""
+    return unwrap_state_taken(obj, source, use_ema)[0]
+
+
+def unwrap_state_taken(obj: Mapping, source: str = 'file',
+                       use_ema: bool = True) -> Tuple[State, str]:
+    """The flat ``{name: tensor}`` state of a loaded RAE file and which
+    weights were taken: training checkpoints ``{'ema': ..., 'model': ...}``
+    give ``'ema'`` (``'model'`` with ``use_ema=False`` or when the file
+    has no ``'ema'``); DDP / compile prefixes are dropped; an RAE stage-1
+    training checkpoint (``encoder.*`` / ``decoder.*``) gives its
+    ``decoder.*`` entries."""
     if not isinstance(obj, Mapping):
         raise RAELayoutError(f'{source} holds a {type(obj).__name__}, not a '
                              'state dict')
+    taken = 'the state dict'
     if 'ema' in obj or 'model' in obj:
         key = 'ema' if use_ema and 'ema' in obj else 'model'
         if key not in obj:
             raise RAELayoutError(f"{source} has no '{key}' entry (keys: "
                                  f'{sorted(map(str, obj))[:10]})')
+        if key == 'ema':
+            taken = "the EMA weights ('ema')"
+        elif use_ema:
+            taken = ("the raw weights ('model'): the file has no 'ema' "
+                     'entry')
+        else:
+            taken = "the raw weights ('model'), as asked"
         obj = obj[key]
         if not isinstance(obj, Mapping):
             raise RAELayoutError(f"{source}['{key}'] is not a state dict")
@@ -115,15 +135,33 @@ def unwrap_state(obj: Mapping, source: str = 'file',
             raise RAELayoutError(
                 f'{source}: entry {name!r} is a {type(value).__name__}, not '
                 'a tensor; not a weight file of the RAE code')
-        name = str(name)
-        stripped = True
-        while stripped:
-            stripped = False
-            for prefix in _WRAPPER_PREFIXES:
-                if name.startswith(prefix):
-                    name, stripped = name[len(prefix):], True
-        state[name] = value
-    return state
+        state[_strip_wrappers(str(name))] = value
+    decoder = stage1_decoder(state)
+    if decoder is not None:
+        state = decoder
+        taken += (' of an RAE stage-1 training checkpoint, its decoder.* '
+                  'entries (encoder.*: the VFM, taken from the config)')
+    return state, taken
+
+
+def _strip_wrappers(name: str) -> str:
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if name.startswith(prefix):
+                name, stripped = name[len(prefix):], True
+    return name
+
+
+def stage1_decoder(state: Mapping[str, Tensor]) -> Optional[State]:
+    """The pixel-decoder entries of an RAE stage-1 model state (the ``RAE``
+    module: ``encoder.*`` VFM, ``decoder.*`` ``GeneralDecoder``), without
+    their ``decoder.`` prefix; ``None`` for any other state."""
+    if not any(k.startswith('decoder.decoder_') for k in state):
+        return None
+    return {k[len('decoder.'):]: v for k, v in state.items()
+            if k.startswith('decoder.')}
 
 
 def _is_decoder_key(name: str) -> bool:
@@ -150,17 +188,28 @@ def recognise(state: Mapping[str, Tensor], source: str = 'file') -> str:
     is. Raises :class:`RAELayoutError` naming the keys that belong to none
     of them."""
     keys = list(state)
-    if set(keys) == {'mean', 'var'}:
+    if set(keys) == {'mean', 'var'} or {'patch_mean', 'patch_var'} <= set(
+            keys) <= {'patch_mean', 'patch_var', 'count'}:
         return STATS_KIND
     if any(k.startswith('decoder_') for k in keys):
         kind, known = DECODER_KIND, _is_decoder_key
     elif any(k.startswith(('s_embedder.', 'x_embedder.')) for k in keys):
         kind, known = DIT_KIND, _is_dit_key
     else:
+        hint = ''
+        if any(k.startswith('encoder.') for k in keys):
+            hint = (' It looks like an RAE training checkpoint without a '
+                    'decoder; give the pixel decoder file written by RAE\'s '
+                    'extract_decoder.py instead.')
         raise RAELayoutError(
             f'{source} is not an RAE decoder, DiT-DH or statistics file: '
-            f'none of its keys is known (e.g. {keys[:8]})')
+            f'none of its keys is known (e.g. {keys[:8]}).{hint}')
     unknown = [k for k in keys if not known(k)]
+    if any('.attention.to_q.' in k for k in unknown):
+        raise RAELayoutError(
+            f'{source} is in the diffusers AutoencoderRAE layout; pass its '
+            'folder (config.json + diffusion_pytorch_model.safetensors) as '
+            '--diffusers FOLDER instead')
     if unknown:
         raise RAELayoutError(
             f'{source} looks like an RAE {kind} file but has {len(unknown)} '
@@ -172,15 +221,29 @@ def recognise(state: Mapping[str, Tensor], source: str = 'file') -> str:
 # Pixel decoder.
 # ---------------------------------------------------------------------------
 def _check_table(name: str, got: Tensor, want: Tensor, source: str) -> None:
-    if tuple(got.shape) != tuple(want.shape) or not torch.allclose(
-            got.float(), want.float(), atol=1e-4):
+    """Refuse a fixed table of another layout. Half-precision files (RAE's
+    ``extract_decoder.py --dtype fp16|bf16``) are compared at their own
+    precision: ``want`` rounded to the file's dtype, within one epsilon."""
+    if tuple(got.shape) != tuple(want.shape):
         raise RAELayoutError(
-            f"{source}: the fixed table {name!r} {tuple(got.shape)} is not "
-            f'the one this model computes {tuple(want.shape)} (another grid '
-            'or width, or another position layout)')
+            f'{source}: the fixed table {name!r} has shape '
+            f'{tuple(got.shape)}, this model computes {tuple(want.shape)}: '
+            'the file is for another grid (image / patch size) or width')
+    if got.dtype in (torch.float16, torch.bfloat16):
+        ref, atol = want.to(got.dtype).float(), torch.finfo(got.dtype).eps
+    else:
+        ref, atol = want.float(), 1e-4
+    diff = float((got.float() - ref).abs().max()) if got.numel() else 0.0
+    if not diff <= atol:
+        raise RAELayoutError(
+            f'{source}: the fixed table {name!r} {tuple(got.shape)} differs '
+            f'from the one this model computes by up to {diff:.3g} '
+            f'(compared at the file\'s precision, {got.dtype}, tolerance '
+            f'{atol:g}): another position layout (e.g. a row-first sin-cos '
+            'table or another RoPE channel pairing) than RAE\'s')
 
 
-def _fit(module: nn.Module, state: State, source: str) -> State:
+def fit_state(module: nn.Module, state: State, source: str) -> State:
     """``state`` if it has exactly ``module``'s keys and shapes."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
@@ -237,7 +300,7 @@ def decoder_from_rae(state: Mapping[str, Tensor], decoder: nn.Module,
                           sincos_2d(width, grid, grid)])[None]
         _check_table('decoder_pos_embed', state['decoder_pos_embed'], want,
                      source)
-    return _fit(decoder, out, source)
+    return fit_state(decoder, out, source)
 
 
 def decoder_to_rae(decoder: nn.Module) -> State:
@@ -320,7 +383,7 @@ def ditdh_from_rae(state: Mapping[str, Tensor], model: nn.Module,
                 raise RAELayoutError(f'{source} has {name!r} but the config '
                                      'builds a DiTDH without RoPE')
             _check_table(name, state[name], tables[name], source)
-    return _fit(model, out, source)
+    return fit_state(model, out, source)
 
 
 def ditdh_to_rae(model: nn.Module) -> State:

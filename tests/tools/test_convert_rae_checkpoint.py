@@ -306,8 +306,12 @@ def test_stage1_config_tokenizer_checkpoint(tmp_path):
     convert_rae_checkpoint(STAGE1, out, decoder=str(tmp_path / 'model.pt'),
                            stats=str(tmp_path / 'stat.pt'),
                            pretrained_vfm=False)
-    # What tools/test.py checks before it runs the test loop.
-    check_checkpoint_keys(MODELS.build(load_config(STAGE1).model), out)
+    # What tools/test.py checks before it runs the test loop, with the
+    # documented --cfg-options that drop the training-only parts.
+    eval_options = {'model.perceptual_loss': None,
+                    'model.discriminator': None}
+    check_checkpoint_keys(
+        MODELS.build(load_config(STAGE1, eval_options).model), out)
     loaded = build_tokenizer_from_config(STAGE1, out)
     z = torch.randn((2, ) + tuple(shape),
                     generator=torch.Generator().manual_seed(1))
@@ -362,3 +366,173 @@ def test_cli_names_the_keys(stage2, tmp_path, capsys):
     with pytest.raises(SystemExit, match='decoder_unknown'):
         tool.main([stage2['config'], '--out', str(tmp_path / 'o.pth'),
                    '--decoder', str(path), '--random-vfm'])
+
+
+# -- what users trip on -------------------------------------------------------
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_half_precision_files_convert(stage2, tmp_path, dtype):
+    """RAE's extract_decoder.py --dtype fp16|bf16 files: the fixed tables
+    are compared at the file's precision, the weights are taken as cast."""
+    half = {k: v.to(dtype) for k, v in stage2['dec_sd'].items()}
+    dit = {k: v.to(dtype) for k, v in stage2['dit_sd'].items()}
+    torch.save(half, tmp_path / 'model.pt')
+    torch.save(dit, tmp_path / 'dit.pt')
+    out = tmp_path / 'half.pth'
+    convert_rae_checkpoint(stage2['config'], str(out),
+                           decoder=str(tmp_path / 'model.pt'),
+                           dit=str(tmp_path / 'dit.pt'), pretrained_vfm=False)
+    state = torch.load(out, weights_only=True)['state_dict']
+    assert torch.equal(state['tokenizer.decoder.cls_token'],
+                       half['trainable_cls_token'].float())
+    assert torch.equal(state['denoiser.t_embedder.freqs'],
+                       dit['t_embedder.W'].float())
+
+
+def test_table_refusal_names_the_cause(stage2, tmp_path):
+    dec = dict(stage2['dec_sd'])
+    dec['decoder_pos_embed'] = dec['decoder_pos_embed'] * 1.5
+    _refused(stage2, tmp_path, dec, r'differs .* by up to .*position layout',
+             kind='decoder')
+    dec['decoder_pos_embed'] = dec['decoder_pos_embed'][:, :5]
+    _refused(stage2, tmp_path, dec, r'has shape \(1, 5, 32\).*another grid',
+             kind='decoder')
+
+
+def test_stage1_conversion_builds_no_training_only_parts(tmp_path):
+    """Offline, the LPIPS VGG trunk and the discriminator's weights cannot
+    be had; conversion never uses them and must not ask for them."""
+    init_default_scope('decq_plugin')
+    tok = MODELS.build(load_config(STAGE1).model.tokenizer)
+    torch.save(decoder_to_rae(randomize(tok.decoder, 4)), tmp_path / 'm.pt')
+    out = tmp_path / 'tok.pth'
+    options = {'model.perceptual_loss.net': 'vgg',
+               'model.perceptual_loss.pretrained_trunk': True,
+               'model.discriminator.pretrained': True}
+    result = convert_rae_checkpoint(STAGE1, str(out),
+                                    decoder=str(tmp_path / 'm.pt'),
+                                    pretrained_vfm=False, cfg_options=options)
+    keys = torch.load(out, weights_only=True)['state_dict']
+    assert keys and all(k.startswith('tokenizer.') for k in keys)
+    assert result['saved'] == ['tokenizer']
+
+
+def test_dit_only_conversion_needs_no_vfm_weights(stage2, tmp_path):
+    """A pretrained VFM that cannot be had offline is not asked for when
+    the output is the DiT-DH only; the checkpoint holds the DiT-DH."""
+    out = tmp_path / 'dit.pth'
+    options = {'model.tokenizer.encoder.pretrained': True}
+    result = convert_rae_checkpoint(stage2['config'], str(out),
+                                    dit=str(stage2['files']['dit']),
+                                    cfg_options=options)
+    keys = torch.load(out, weights_only=True)['state_dict']
+    assert keys and all(k.startswith('denoiser.') for k in keys)
+    assert result['saved'] == ['denoiser']
+
+
+def test_says_which_weights_were_taken(stage2, tmp_path, capsys):
+    path = tmp_path / 'train.pt'
+    torch.save({'model': stage2['dit_sd']}, path)  # no 'ema'
+    out = tmp_path / 'o.pth'
+    result = tool.main([stage2['config'], '--out', str(out), '--dit',
+                        str(path), '--random-vfm'])
+    assert "no 'ema'" in result['weights']['denoiser']
+    printed = capsys.readouterr().out
+    assert "raw weights ('model'): the file has no 'ema'" in printed
+    meta = torch.load(out, weights_only=True)['meta']
+    assert "no 'ema'" in meta['rae_weights_taken']['denoiser']
+
+
+def test_rae_stage1_training_checkpoint_gives_its_decoder(stage2, tmp_path):
+    """RAE's stage-1 training checkpoint: {'model': ..., 'ema': ...} of the
+    whole RAE module (encoder.* VFM, decoder.* GeneralDecoder)."""
+    ema = {f'decoder.{k}': v for k, v in stage2['dec_sd'].items()}
+    ema['encoder.model.cls_token'] = torch.zeros(1, 1, C)
+    path = tmp_path / 'ep-0016.pt'
+    torch.save({'model': {k: v * 0 for k, v in ema.items()}, 'ema': ema,
+                'optimizer': {}}, path)
+    out = tmp_path / 'o.pth'
+    result = convert_rae_checkpoint(stage2['config'], str(out),
+                                    decoder=str(path), pretrained_vfm=False)
+    assert 'stage-1' in result['weights']['decoder']
+    state = torch.load(out, weights_only=True)['state_dict']
+    assert torch.equal(state['tokenizer.decoder.cls_token'],
+                       stage2['dec_sd']['trainable_cls_token'])
+    # A training checkpoint without any decoder says what to give instead.
+    torch.save({'ema': {'encoder.model.cls_token': torch.zeros(1)}}, path)
+    with pytest.raises(RAELayoutError, match='extract_decoder.py'):
+        convert_rae_checkpoint(stage2['config'], str(out),
+                               decoder=str(path), pretrained_vfm=False)
+
+
+def test_wrong_shape_statistics_named_not_a_traceback(stage2, tmp_path,
+                                                      capsys):
+    path = tmp_path / 'stat.pt'
+    torch.save(_rae_stats((C, GRID + 1, GRID + 1)), path)
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main([stage2['config'], '--out', str(tmp_path / 'o.pth'),
+                   '--stats', str(path), '--random-vfm'])
+    message = str(exit_info.value.code)
+    assert 'stat.pt' in message and '(32, 5, 5)' in message
+    assert 'does not fit the latents' in message
+
+
+def test_file_errors_come_before_any_model_is_built(stage2, tmp_path,
+                                                    monkeypatch):
+    from decq_plugin.apis import convert_rae
+
+    def no_build(cfg):
+        raise AssertionError('a model was built before the files were read')
+
+    monkeypatch.setattr(convert_rae.MODELS, 'build', no_build)
+    good = str(stage2['files']['decoder'])
+    with pytest.raises(FileNotFoundError, match='missing.pt'):
+        convert_rae_checkpoint(stage2['config'], str(tmp_path / 'o.pth'),
+                               decoder=good,
+                               dit=str(tmp_path / 'missing.pt'))
+    torch.save({'foo': torch.ones(1)}, tmp_path / 'bad.pt')
+    with pytest.raises(RAELayoutError, match='none of its keys'):
+        convert_rae_checkpoint(stage2['config'], str(tmp_path / 'o.pth'),
+                               decoder=good, guide=str(tmp_path / 'bad.pt'))
+
+
+@pytest.mark.parametrize('suffix', ['.pt', '.safetensors'])
+def test_truncated_file_is_named(stage2, tmp_path, suffix, capsys):
+    """A half-downloaded decoder file: the message names the file and what
+    is wrong, not torch's PytorchStreamReader error."""
+    path = tmp_path / f'model{suffix}'
+    if suffix == '.pt':
+        torch.save(stage2['dec_sd'], path)
+    else:
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in stage2['dec_sd'].items()},
+                  str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main([stage2['config'], '--out', str(tmp_path / 'o.pth'),
+                   '--decoder', str(path), '--random-vfm'])
+    message = str(exit_info.value.code)
+    assert str(path) in message and 'truncated' in message
+    assert 'Traceback' not in capsys.readouterr().err
+
+
+def test_converted_tokenizer_starts_decq(tmp_path):
+    """README: DecQ starts from a converted RAE tokenizer with
+    load_from=... allow_partial_load_from=True: every key they share fits
+    (the ResumableCheckpointHook check), the decoder blocks come over."""
+    from decq_plugin.engine.checkpoint import check_state_fit
+    init_default_scope('decq_plugin')
+    tok = MODELS.build(load_config(STAGE1).model.tokenizer)
+    torch.save(decoder_to_rae(randomize(tok.decoder, 4)), tmp_path / 'm.pt')
+    out = str(tmp_path / 'tokenizer.pth')
+    convert_rae_checkpoint(STAGE1, out, decoder=str(tmp_path / 'm.pt'),
+                           pretrained_vfm=False)
+    decq = MODELS.build(load_config(
+        str(ROOT / 'configs/demo/decq_tiny_1xb8-16e_demo-64.py')).model)
+    state = torch.load(out, weights_only=True)['state_dict']
+    missing, unexpected = check_state_fit(decq, decq.state_dict(), state,
+                                          out, strict=False)
+    assert not unexpected and any('query' in k for k in missing)
+    decq.load_state_dict(state, strict=False)
+    assert torch.equal(decq.tokenizer.decoder.blocks[0].attn.q.weight,
+                       tok.decoder.blocks[0].attn.q.weight)
