@@ -511,21 +511,30 @@ def run_stage(stage: int, gpus: int, out_dir: str, iters: int,
     return result
 
 
-def _commit() -> str:
+def _git(*args: str, env: Optional[Dict[str, str]] = None) -> str:
     try:
-        head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT,
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain',
-                                '--untracked-files=no'], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        return subprocess.run(['git', *args], cwd=ROOT, capture_output=True,
+                              text=True, env=env).stdout.strip()
     except OSError:
-        return 'unknown'
-    return head + (' (with uncommitted changes)' if dirty else '')
+        return ''
+
+
+def source_tree() -> str:
+    """Git's tree hash of the files here as they are (committed or not,
+    ignored files and carried wheels left out): equal to
+    ``git rev-parse COMMIT^{tree}`` exactly when this run ran that commit's
+    files, whatever state the ``.git`` beside them is in."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, GIT_INDEX_FILE=osp.join(tmp, 'index'))
+        _git('add', '-A', '--', '.', ':!.whl', ':!.gl', env=env)
+        return _git('write-tree', env=env)
 
 
 def to_markdown(results: Dict) -> str:
     lines = [f"# GPU acceptance run ({results['date']}, {results['gpu']}, "
-             f"torch {results['torch']}, commit {results['commit']})", '',
+             f"torch {results['torch']}, commit {results['commit']}, tree "
+             f"{results['tree']})", '',
              '| stage | GPUs | step | result | seconds | detail |',
              '|---|---:|---|---|---:|---|']
     for r in results['runs']:
@@ -561,6 +570,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     parser.add_argument('--timeout', type=int, default=300,
                         help='seconds per tool run')
     parser.add_argument('--dry-run', action='store_true')
+    parser.add_argument('--commit', help='the commit whose files are run '
+                        '(default: git HEAD here); the JSON also records '
+                        'the tree hash of the files as run, to check it')
     args = parser.parse_args(argv)
     import torch
     os.makedirs(args.out_dir, exist_ok=True)
@@ -568,7 +580,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     results = dict(
         date=datetime.date.today().isoformat(), torch=torch.__version__,
         gpu=(torch.cuda.get_device_name(0) if torch.cuda.is_available()
-             else 'cpu'), commit=_commit(), command=' '.join(sys.argv),
+             else 'cpu'), commit=args.commit or _git('rev-parse', 'HEAD'),
+        tree=source_tree(), command=' '.join(sys.argv),
         runs=[], ok=False)
     for gpus in args.gpus:
         for stage in args.stages:
