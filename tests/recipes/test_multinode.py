@@ -11,7 +11,6 @@ launch scripts (``tools/dist_train.sh``, ``tools/dist_test.sh``).
   weights, optimizer state and epoch over, the iteration counter going on
   from the saved value (decq_plugin/engine/process_count.py).
 """
-import os
 import shutil
 import subprocess
 import sys
@@ -174,14 +173,3 @@ def test_one_process_to_two(runs, tmp_path):
     assert state['meta']['iter'] == saved + SAMPLES // (2 * BATCH)
     assert _adam_steps(state) == {saved + SAMPLES // (2 * BATCH)}
     assert len(state['random_states']) == 2
-
-
-def test_node_env_gives_each_simulated_node_its_gpus(monkeypatch):
-    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '4,5,6,7')
-    env = node_env(2, 1, 1234, 2, cpu=False)
-    assert env['CUDA_VISIBLE_DEVICES'] == '6,7'
-    assert (env['NNODES'], env['NODE_RANK'], env['PORT']) == ('2', '1',
-                                                              '1234')
-    assert os.path.dirname(sys.executable) in env['PATH'].split(':')[0]
-    with pytest.raises(ValueError, match='needs 4 GPUs'):
-        node_env(2, 1, 1, 4, cpu=False)

@@ -13,7 +13,8 @@ from typing import Dict, List, Tuple
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-RECORDER = '#!/bin/sh\nprintf "%s\\n" "MASTER_PORT=$MASTER_PORT" "$@" > "$0.args"\n'
+RECORDER = ('#!/bin/sh\n'
+            'printf "%s\\n" "MASTER_PORT=$MASTER_PORT" "$@" > "$0.args"\n')
 
 
 def _run(tmp_path, script: str, args: List[str], env: Dict[str, str],
