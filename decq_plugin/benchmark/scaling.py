@@ -80,12 +80,19 @@ def write_train_images(root: str, count: int, size: Tuple[int, int],
 
 def write_latents(root: str, shapes: Dict[str, tuple], count: int,
                   num_classes: int) -> str:
-    """``count`` random normalised latents (float16) in shards."""
+    """``count`` random normalised latents (float16) in shards (a folder
+    of fewer, from an earlier run, is written anew)."""
+    import shutil
+
     import torch
 
     from ..datasets.latent_dataset import LatentShardWriter
-    if osp.isfile(osp.join(root, 'meta.json')):
-        return root
+    meta = osp.join(root, 'meta.json')
+    if osp.isfile(meta):
+        with open(meta, encoding='utf-8') as f:
+            if json.load(f).get('count', 0) >= count:
+                return root
+        shutil.rmtree(root)
     g = torch.Generator().manual_seed(0)
     with LatentShardWriter(root, shard_size=1024, tokenizer='synthetic',
                            normalised=True) as writer:
@@ -153,10 +160,11 @@ def stage1_overrides(cfg, data: str, samples: int, batch: int,
     return _deep_merge(body, dict(train_dataloader=loader))
 
 
-def stage2_overrides(cfg, work: str, samples: int, batch: int,
-                     dry_run: bool) -> Dict[str, Any]:
-    """Overrides of a stage-2 config; writes its latents, unit statistics
-    and a reference batch under ``work``.
+def stage2_overrides(cfg, data: str, samples: int, batch: int,
+                     dry_run: bool, data_count: int = 0) -> Dict[str, Any]:
+    """Overrides of a stage-2 config; writes its latents (``data_count``,
+    at least ``samples``), unit statistics and a reference batch under
+    ``data``.
 
     Raises:
         ValueError: a config that needs a second checkpoint.
@@ -170,9 +178,10 @@ def stage2_overrides(cfg, work: str, samples: int, batch: int,
         raise ValueError(f'{cfg.filename}: the scaling run measures stage-2 '
                          'configs that need no second checkpoint (no '
                          'model.decode_with, no AutoGuidance)')
-    stats = osp.join(work, 'stats.pt')
-    latents = osp.join(work, 'latents')
-    reference = osp.join(work, 'reference.npz')
+    os.makedirs(data, exist_ok=True)
+    stats = osp.join(data, 'stats.pt')
+    latents = osp.join(data, 'latents')
+    reference = osp.join(data, 'reference.npz')
     if dry_run:
         body = shrink.stage2_overrides(cfg, dict(
             tokenizer_ckpt=None, latent_stats=stats, latent_root=latents,
@@ -192,7 +201,7 @@ def stage2_overrides(cfg, work: str, samples: int, batch: int,
                              torch.ones(shape))
                 for k, shape in shapes.items() for s in ('mean', 'var')},
                stats)
-    write_latents(latents, shapes, samples, classes)
+    write_latents(latents, shapes, max(samples, data_count), classes)
     if not osp.isfile(reference):
         make_reference_npz(reference, num_images=16, size=32)
     loader = dict(batch_size=batch, dataset=dict(
@@ -201,9 +210,10 @@ def stage2_overrides(cfg, work: str, samples: int, batch: int,
 
 
 def prepare_config(config: str, work: str, gpus: int, iters: int,
-                   dry_run: bool) -> Dict[str, Any]:
+                   dry_run: bool, data_gpus: int = 1) -> Dict[str, Any]:
     """Write ``work/scaling.py``: ``config`` with synthetic data of
-    ``iters x batch x gpus`` samples; returns ``{'config', 'batch',
+    ``iters x batch x gpus`` samples, taken from data written once beside
+    ``work`` for up to ``data_gpus`` GPUs; returns ``{'config', 'batch',
     'stage'}``."""
     from ..testing import shrink, write_shrunk_config
     from ..utils.launch import load_config
@@ -212,14 +222,15 @@ def prepare_config(config: str, work: str, gpus: int, iters: int,
     batch = (shrink.BATCH_SIZE if dry_run else
              int(cfg.train_dataloader.batch_size))
     samples = iters * batch * gpus
+    count = iters * batch * max(gpus, data_gpus)
     os.makedirs(work, exist_ok=True)
+    data = osp.join(osp.dirname(osp.abspath(work)), 'data')
     if stage == 'stage1':
-        data = osp.join(osp.dirname(osp.abspath(work)), 'imagenet')
         size = shrink.image_size(cfg.model.tokenizer) if dry_run else 256
         body = stage1_overrides(cfg, data, samples, batch, dry_run)
-        write_train_images(data, samples, (size * 11 // 8, size * 3 // 2))
+        write_train_images(data, count, (size * 11 // 8, size * 3 // 2))
     else:
-        body = stage2_overrides(cfg, work, samples, batch, dry_run)
+        body = stage2_overrides(cfg, data, samples, batch, dry_run, count)
     body = _deep_merge(body, _common_overrides(cfg))
     path = write_shrunk_config(osp.abspath(config),
                                osp.join(work, 'scaling.py'), body)
@@ -286,7 +297,8 @@ def measure(config: str, counts: Sequence[int], out_dir: str,
                 continue
             name = f'{gpus}gpu_{n}node'
             work = osp.join(out_dir, name)
-            spec = prepare_config(config, work, gpus, iters, dry_run)
+            spec = prepare_config(config, work, gpus, iters, dry_run,
+                                  data_gpus=max(counts))
             launched = launch_train(
                 spec['config'], gpus // n, osp.join(work, 'train'),
                 osp.join(work, 'logs'), nodes=n, args=list(train_args),

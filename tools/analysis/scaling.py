@@ -10,7 +10,7 @@ by default for the DecQ tokenizer and the DiT-DH-XL DecQ recipes
 (two dist_train.sh launches with NNODES=2, NODE_RANK=0|1, MASTER_ADDR
 127.0.0.1). Arguments after ``--`` go to tools/train.py (``--compile``,
 ``--precision bf16`` ...). ``--dry-run`` shrinks the models and runs on the
-CPU (gloo). Writes OUT/scaling_<stage>.json and .md per config
+CPU (gloo). Writes OUT/scaling_<config name>.json and .md per config
 (decq_plugin/benchmark/scaling.py says what is measured and how).
 """
 import argparse
