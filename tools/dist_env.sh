@@ -10,6 +10,7 @@
 #                 on MASTER_ADDR:PORT) or c10d (torchrun's rendezvous at
 #                 MASTER_ADDR:PORT; node ranks follow the order of arrival)
 #   RDZV_ID       job id of a c10d rendezvous (default decq)
+#   PYTHON        the interpreter (default: python, else python3, on PATH)
 # $1 is the number of processes (GPUs) of this node.
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
@@ -38,3 +39,4 @@ case "$RDZV_BACKEND" in
         echo "RDZV_BACKEND=$RDZV_BACKEND: use static or c10d" >&2
         exit 2 ;;
 esac
+PYTHON=${PYTHON:-$(command -v python || command -v python3 || echo python)}

@@ -18,5 +18,5 @@ TOOLS_DIR=$(cd "$(dirname "$0")" && pwd)
 source "$TOOLS_DIR/dist_env.sh" "$GPUS"
 
 PYTHONPATH="$TOOLS_DIR/..${PYTHONPATH:+:$PYTHONPATH}" \
-python -m torch.distributed.run "${TORCHRUN_ARGS[@]}" \
+"$PYTHON" -m torch.distributed.run "${TORCHRUN_ARGS[@]}" \
     "$TOOLS_DIR/train.py" "$CONFIG" --launcher pytorch "$@"

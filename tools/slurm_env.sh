@@ -10,6 +10,7 @@
 #                  default 29500); MASTER_ADDR, when set, replaces the
 #                  first node's address
 #   CPUS_PER_TASK  default 5
+#   PYTHON         the interpreter (default: python, else python3, on PATH)
 if [ -n "${NNODES:-}" ]; then
     GPUS_PER_NODE=${GPUS_PER_NODE:-8}
     GPUS=${GPUS:-$((NNODES * GPUS_PER_NODE))}
@@ -29,3 +30,4 @@ SRUN_NODE_ARGS=(--gres=gpu:"$GPUS_PER_NODE" --ntasks="$GPUS"
 if [ -n "${NNODES:-}" ]; then
     SRUN_NODE_ARGS+=(--nodes="$NNODES")
 fi
+PYTHON=${PYTHON:-$(command -v python || command -v python3 || echo python)}

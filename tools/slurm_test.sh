@@ -28,5 +28,5 @@ srun -p "$PARTITION" \
     "${SRUN_NODE_ARGS[@]}" \
     --kill-on-bad-exit=1 \
     $SRUN_ARGS \
-    python -u "$TOOLS_DIR/test.py" "$CONFIG" "$CHECKPOINT" \
+    "$PYTHON" -u "$TOOLS_DIR/test.py" "$CONFIG" "$CHECKPOINT" \
     --launcher=slurm "$@"

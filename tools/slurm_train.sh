@@ -28,5 +28,5 @@ srun -p "$PARTITION" \
     "${SRUN_NODE_ARGS[@]}" \
     --kill-on-bad-exit=1 \
     $SRUN_ARGS \
-    python -u "$TOOLS_DIR/train.py" "$CONFIG" --work-dir="$WORK_DIR" \
+    "$PYTHON" -u "$TOOLS_DIR/train.py" "$CONFIG" --work-dir="$WORK_DIR" \
     --launcher=slurm "$@"

@@ -70,7 +70,8 @@ def node_env(nodes: int, node_rank: int, port: int, per_node: int,
     env = dict(os.environ, NNODES=str(nodes), NODE_RANK=str(node_rank),
                MASTER_ADDR='127.0.0.1', PORT=str(port), RDZV_BACKEND=rdzv,
                HF_HUB_OFFLINE='1')
-    # The launch script calls `python`: make it this interpreter.
+    # The launch script runs $PYTHON (else `python`): this interpreter.
+    env['PYTHON'] = sys.executable
     env['PATH'] = osp.dirname(sys.executable) + os.pathsep + env.get(
         'PATH', '')
     env.setdefault('OMP_NUM_THREADS', '1')

@@ -27,7 +27,7 @@ def _run(tmp_path, script: str, args: List[str], env: Dict[str, str],
     full = {k: v for k, v in os.environ.items()
             if k not in ('NNODES', 'NODE_RANK', 'MASTER_ADDR', 'PORT',
                          'MASTER_PORT', 'GPUS', 'GPUS_PER_NODE',
-                         'RDZV_BACKEND', 'RDZV_ID')}
+                         'RDZV_BACKEND', 'RDZV_ID', 'PYTHON')}
     full.update(env, PATH=f'{bin_dir}:{os.environ["PATH"]}')
     proc = subprocess.run(['bash', str(ROOT / 'tools' / script), *args],
                           env=full, capture_output=True, text=True,
@@ -72,6 +72,13 @@ def test_dist_train_refuses_bad_environment(tmp_path, env, message):
     rc, argv, err = _run(tmp_path, 'dist_train.sh', ['cfg.py', '1'], env,
                          'python')
     assert rc == 2 and message in err and argv == []
+
+
+def test_python_names_the_interpreter(tmp_path):
+    fake = tmp_path / 'bin' / 'python3.99'
+    rc, argv, err = _run(tmp_path, 'dist_train.sh', ['cfg.py', '1'],
+                         dict(PYTHON=str(fake)), 'python3.99')
+    assert rc == 0 and argv[1:3] == ['-m', 'torch.distributed.run'], err
 
 
 def test_one_node_defaults(tmp_path):
