@@ -140,6 +140,9 @@ class ResumableCheckpointHook(CheckpointHook):
             self._check_load_from(runner, checkpoint)
 
     def _take_random_state(self, runner, checkpoint: dict) -> None:
+        """Keep this rank's saved random state for the next epoch (or
+        iteration); another process count than the saved run's is refused
+        unless the config opts in (:mod:`..process_count`)."""
         states = checkpoint.get('random_states')
         if isinstance(states, list) and states:  # one per saved process
             check_process_count(runner.cfg, len(states), get_world_size())
