@@ -11,7 +11,8 @@ by default for the DecQ tokenizer and the DiT-DH-XL DecQ recipes
 127.0.0.1). Arguments after ``--`` go to tools/train.py (``--compile``,
 ``--precision bf16`` ...). ``--dry-run`` shrinks the models and runs on the
 CPU (gloo). Writes OUT/scaling_<config name>.json and .md per config
-(decq_plugin/benchmark/scaling.py says what is measured and how).
+(decq_plugin/benchmark/scaling.py and scaling_setup.py say what is
+measured and how).
 """
 import argparse
 import os
