@@ -23,7 +23,10 @@ order of the following epochs (``SeededSampler``/``DefaultSampler`` shuffle
 one global permutation per (seed, epoch) and deal it out to the ranks, and
 each sample's augmentation is seeded by (seed, epoch, index): an epoch
 visits the same samples, in the same global order, with the same
-augmentation, grouped into global batches of another size).
+augmentation, grouped into global batches of another size). This holds for
+epoch-based loops resumed at an epoch end, which is where the shipped
+configs write checkpoints; an iteration-based loop skips the saved number
+of iterations of the new loader, which is another number of samples.
 """
 import logging
 
