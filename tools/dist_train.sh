@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Train on GPUS processes of this node (one per GPU) with torchrun.
 #   tools/dist_train.sh CONFIG GPUS [train.py arguments ...]
-# Several nodes: run it on each with NNODES, NODE_RANK and MASTER_ADDR set
-# (and the same PORT).
+# Several nodes: run it on every node with the same NNODES, MASTER_ADDR
+# (node 0's address) and PORT, and NODE_RANK 0 .. NNODES-1; RDZV_BACKEND=c10d
+# for torchrun's rendezvous (tools/dist_env.sh lists the variables).
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
@@ -12,17 +13,10 @@ fi
 CONFIG=$1
 GPUS=$2
 shift 2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 TOOLS_DIR=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tools/dist_env.sh
+source "$TOOLS_DIR/dist_env.sh" "$GPUS"
 
 PYTHONPATH="$TOOLS_DIR/..${PYTHONPATH:+:$PYTHONPATH}" \
-python -m torch.distributed.run \
-    --nnodes="$NNODES" \
-    --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" \
-    --master_port="$PORT" \
-    --nproc_per_node="$GPUS" \
+"$PYTHON" -m torch.distributed.run "${TORCHRUN_ARGS[@]}" \
     "$TOOLS_DIR/train.py" "$CONFIG" --launcher pytorch "$@"

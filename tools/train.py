@@ -25,6 +25,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from decq_plugin.engine.checkpoint_files import \
     resolve_auto_resume  # noqa: E402
+from decq_plugin.engine.process_count import \
+    ProcessCountChangeError  # noqa: E402
 from decq_plugin.utils import register_all_modules  # noqa: E402
 from decq_plugin.utils.config_check import \
     check_registered_types  # noqa: E402
@@ -137,7 +139,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     # --resume without a file: the newest *complete* checkpoint.
     resolve_auto_resume(cfg)
     runner = build_runner(cfg)
-    runner.train()
+    try:
+        runner.train()
+    except ProcessCountChangeError as error:  # a --resume: say what to do
+        sys.exit(f'train.py: error: {error}')
 
 
 if __name__ == '__main__':

@@ -40,5 +40,8 @@ resume = False
 randomness = dict(seed=0, deterministic=False)
 # Set to True to let load_from fill only the keys that fit the model.
 allow_partial_load_from = False
+# Set to True to --resume on another process count than the checkpoint's
+# (not exact: decq_plugin/engine/process_count.py says what carries over).
+allow_process_count_change = False
 # Set to True to keep top-level keys that look like misspelt runner keys.
 allow_unknown_keys = False

@@ -38,6 +38,7 @@ from ..checkpoint import check_state_fit
 from ..checkpoint_errors import StateDictMismatchError
 from ..checkpoint_files import (LAST_CHECKPOINT, atomic_write_text,
                                 non_finite_entries, publish)
+from ..process_count import check_process_count
 
 PARTIAL_SUFFIX = '.partial'
 ALLOW_PARTIAL_KEY = 'allow_partial_load_from'
@@ -139,7 +140,12 @@ class ResumableCheckpointHook(CheckpointHook):
             self._check_load_from(runner, checkpoint)
 
     def _take_random_state(self, runner, checkpoint: dict) -> None:
+        """Keep this rank's saved random state for the next epoch (or
+        iteration); another process count than the saved run's is refused
+        unless the config opts in (:mod:`..process_count`)."""
         states = checkpoint.get('random_states')
+        if isinstance(states, list) and states:  # one per saved process
+            check_process_count(runner.cfg, len(states), get_world_size())
         if not self.save_random_states:
             return
         if not isinstance(states, list) or not states:
@@ -148,13 +154,7 @@ class ResumableCheckpointHook(CheckpointHook):
                       'but not bit-identically to an uninterrupted one',
                       logger='current', level=logging.WARNING)
             return
-        if len(states) != get_world_size():
-            print_log(f'the resumed checkpoint holds the random states of '
-                      f'{len(states)} processes, this run has '
-                      f'{get_world_size()}: rank r takes state r mod '
-                      f'{len(states)}, so the run is not bit-identical to '
-                      'an uninterrupted one', logger='current',
-                      level=logging.WARNING)
+        # Another process count (allowed above): rank r takes r mod N.
         self._state_to_restore = states[get_rank() % len(states)]
         # Validate now, so a bad file fails at load, not an epoch later.
         random_state._check(self._state_to_restore,
