@@ -76,7 +76,8 @@ def _setup_extras() -> dict:
     for node in ast.walk(tree):
         if isinstance(node, ast.keyword) and node.arg == 'extras_require':
             return {key.value: value.args[0].value
-                    for key, value in zip(node.value.keys, node.value.values)}
+                    for key, value in zip(node.value.keys, node.value.values)
+                    if isinstance(value, ast.Call)}
     raise AssertionError('setup.py has no extras_require')
 
 

@@ -28,7 +28,8 @@ def test_a_failed_step_keeps_its_log_tail_and_fails_the_table():
                         False)
     assert not step['ok'] and step['tail'].endswith('Traceback')
     assert '_text' not in step
-    results = dict(date='d', gpu='g', torch='t', commit='c', ok=False,
+    results = dict(date='d', gpu='g', torch='t', commit='c', tree='t',
+                   ok=False,
                    runs=[dict(stage=1, gpus=1, steps=dict(test=step))])
     table = smoke.to_markdown(results)
     assert '| 1 | 1 | test | FAILED |' in table
