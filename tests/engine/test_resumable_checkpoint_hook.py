@@ -126,3 +126,45 @@ def test_non_finite_weights_are_never_saved(tmp_path):
         hook._save_checkpoint_with_step(runner, 3, dict(epoch=3, iter=12))
     assert not osp.exists(tmp_path / 'epoch_3.pth')
     assert open(tmp_path / 'last_checkpoint').read().endswith('epoch_2.pth')
+
+
+def test_auto_resume_prefers_a_newer_complete_checkpoint(tmp_path):
+    """Killed after epoch_3.pth was renamed into place, before
+    ``last_checkpoint`` named it: resume from epoch 3, not epoch 2."""
+    _runner(tmp_path, keep=-1).train()
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_2.pth'))
+    assert find_resume_checkpoint(str(tmp_path)) == str(
+        tmp_path / 'epoch_3.pth')
+    # A newer file that is incomplete is passed over.
+    data = (tmp_path / 'epoch_3.pth').read_bytes()
+    (tmp_path / 'epoch_3.pth').write_bytes(data[:len(data) // 2])
+    assert find_resume_checkpoint(str(tmp_path)) == str(
+        tmp_path / 'epoch_2.pth')
+
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL at a chosen line."""
+
+
+def test_leftovers_of_a_kill_are_removed_on_resume(tmp_path, monkeypatch):
+    from decq_plugin.engine.hooks import resumable_checkpoint_hook as hook
+
+    def remove_killed(path, *args, **kwargs):
+        raise _Killed(path)
+    # max_keep_ckpts=1, killed between the rename of epoch_2.pth and the
+    # deletion of epoch_1.pth.
+    monkeypatch.setattr(hook.os, 'remove', remove_killed)
+    with pytest.raises(_Killed):
+        _runner(tmp_path, epochs=2, keep=1).train()
+    monkeypatch.undo()
+    assert {'epoch_1.pth', 'epoch_2.pth'} <= set(os.listdir(tmp_path))
+    dead_pid = 2**22 + 12345  # above Linux's pid_max: never alive
+    for name in (f'last_checkpoint.tmp{dead_pid}', 'epoch_7.pth.partial'):
+        (tmp_path / name).write_text('left by a killed run')
+    alive = tmp_path / f'last_checkpoint.tmp{os.getppid()}'
+    alive.write_text('another live process is writing it')
+    _runner(tmp_path, epochs=3, keep=1, resume=True).train()
+    names = sorted(os.listdir(tmp_path))
+    assert [n for n in names if '.pth' in n] == ['epoch_3.pth']
+    assert not [n for n in names if str(dead_pid) in n]
+    assert alive.exists()

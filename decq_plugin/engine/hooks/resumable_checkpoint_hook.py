@@ -5,7 +5,10 @@ continues exactly where the saved run stopped.
 
 * each checkpoint written to ``NAME.partial``, flushed, then renamed, and
   ``last_checkpoint`` replaced atomically after it; with ``max_keep_ckpts``
-  the old checkpoints are deleted only after the new one is in place;
+  the old checkpoints are deleted only after the new one is in place (a
+  deletion a kill prevented is done when the run resumes);
+* at the start of training, what killed runs left behind is removed
+  (``last_checkpoint.tmp<PID>``, ``*.pth.partial``);
 * no checkpoint written when the model, its EMA or the optimizer state
   holds NaN/Inf (the run stops with :class:`NonFiniteStateError` naming
   the tensors);
@@ -37,10 +40,14 @@ from .. import random_state
 from ..checkpoint import check_state_fit
 from ..checkpoint_errors import StateDictMismatchError
 from ..checkpoint_files import (LAST_CHECKPOINT, atomic_write_text,
-                                non_finite_entries, publish)
+                                non_finite_entries, publish,
+                                remove_stale_temporaries)
 
 PARTIAL_SUFFIX = '.partial'
 ALLOW_PARTIAL_KEY = 'allow_partial_load_from'
+#: message-hub key: steps of old checkpoints to delete once the new one is
+#: in place (saved with it, so a resume deletes what a kill left).
+PENDING_DELETE_KEY = 'ckpt_pending_delete'
 
 
 class NonFiniteStateError(RuntimeError):
@@ -105,6 +112,7 @@ class ResumableCheckpointHook(CheckpointHook):
             self.keep_ckpt_ids.append(step)
             runner.message_hub.update_info('keep_ckpt_ids',
                                            list(self.keep_ckpt_ids))
+        runner.message_hub.update_info(PENDING_DELETE_KEY, list(dropped))
         name = self.filename_tmpl.format(step)
         final = osp.join(self.out_dir, name)
         self.last_ckpt = final
@@ -122,10 +130,25 @@ class ResumableCheckpointHook(CheckpointHook):
             return
         publish(final + PARTIAL_SUFFIX, final)
         atomic_write_text(osp.join(runner.work_dir, LAST_CHECKPOINT), final)
-        for old in dropped:  # only now that the new one is complete
+        self._delete_old(runner, dropped)
+
+    def _delete_old(self, runner, steps: List[int]) -> None:
+        """Delete the checkpoints of ``steps`` (not kept ones)."""
+        for old in steps:  # only now that the new one is complete
             path = osp.join(self.out_dir, self.filename_tmpl.format(old))
-            if path != final and osp.isfile(path):
+            if old not in self.keep_ckpt_ids and osp.isfile(path):
                 os.remove(path)
+        runner.message_hub.update_info(PENDING_DELETE_KEY, [])
+
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        if not (is_main_process() and
+                isinstance(self.file_backend, LocalBackend)):
+            return
+        remove_stale_temporaries(runner.work_dir, self.out_dir)
+        pending = runner.message_hub.get_info(PENDING_DELETE_KEY) or []
+        if self.max_keep_ckpts > 0 and pending:
+            self._delete_old(runner, [int(s) for s in pending])
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if self._states_to_save is not None:
