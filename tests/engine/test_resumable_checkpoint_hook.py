@@ -168,3 +168,55 @@ def test_leftovers_of_a_kill_are_removed_on_resume(tmp_path, monkeypatch):
     assert [n for n in names if '.pth' in n] == ['epoch_3.pth']
     assert not [n for n in names if str(dead_pid) in n]
     assert alive.exists()
+
+
+def test_a_run_that_skipped_every_update_fails_without_a_checkpoint(
+        tmp_path):
+    runner = _runner(tmp_path, epochs=2, nan_at=0, max_consecutive=100)
+    with pytest.raises(NonFiniteTrainingError,
+                       match="optimizer 'optim_wrapper' .4 skipped, none "
+                       'applied.*untrained; not writing checkpoint '
+                       'epoch_1.pth'):
+        runner.train()
+    assert not [n for n in os.listdir(tmp_path) if n.endswith('.pth')]
+
+
+def test_skips_are_log_lines_with_a_summary_not_warnings(tmp_path):
+    import glob
+    import warnings
+    runner = _runner(tmp_path, epochs=1, nan_at=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        runner.train()
+    assert [str(w.message) for w in caught
+            if issubclass(w.category, UserWarning)] == []
+    log, = glob.glob(str(tmp_path / '*' / '*.log'))
+    text = open(log).read()
+    assert text.count("skipped the update of optimizer 'optim_wrapper'") == 1
+    assert ("non-finite updates skipped in this run: 'optim_wrapper': "
+            '1 skipped, 3 applied') in text
+
+
+def test_non_finite_state_before_any_checkpoint_says_so(tmp_path):
+    runner = _runner(tmp_path, epochs=1)
+    runner.train()
+    hook = [h for h in runner.hooks if type(h).__name__ ==
+            'ResumableCheckpointHook'][0]
+    hook.last_ckpt = None  # as in a run that has not saved yet
+    with torch.no_grad():
+        runner.model.net[0].weight[0, 0] = float('nan')
+    with pytest.raises(NonFiniteStateError) as err:
+        hook._save_checkpoint_with_step(runner, 2, dict(epoch=2, iter=8))
+    assert 'None' not in str(err.value)
+    assert 'No checkpoint was written before' in str(err.value)
+
+
+def test_a_project_default_hook_set_to_none_is_dropped():
+    from mmengine.config import Config
+
+    from decq_plugin.utils.launch import drop_disabled_hooks
+    cfg = Config(dict(default_hooks=dict(
+        non_finite=None, timer=None, logger=dict(type='LoggerHook'))))
+    drop_disabled_hooks(cfg)
+    assert dict(cfg.default_hooks) == dict(
+        timer=None, logger=dict(type='LoggerHook'))

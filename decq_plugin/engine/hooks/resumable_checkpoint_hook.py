@@ -42,6 +42,7 @@ from ..checkpoint_errors import StateDictMismatchError
 from ..checkpoint_files import (LAST_CHECKPOINT, atomic_write_text,
                                 non_finite_entries, publish,
                                 remove_stale_temporaries)
+from ..non_finite import SkipCounter
 
 PARTIAL_SUFFIX = '.partial'
 ALLOW_PARTIAL_KEY = 'allow_partial_load_from'
@@ -87,17 +88,32 @@ class ResumableCheckpointHook(CheckpointHook):
                                       'optimizer')
         return bad
 
+    def _check_trained(self, runner, name: str) -> None:
+        """No checkpoint of weights that no update ever reached (every
+        update skipped by ``NonFiniteGuardHook``)."""
+        for hook in runner.hooks:
+            counter = getattr(hook, 'counter', None)
+            if isinstance(counter, SkipCounter):
+                counter.check_trained(
+                    f'not writing checkpoint {name} in {self.out_dir}')
+
     def _save_checkpoint_with_step(self, runner, step, meta):
+        self._check_trained(runner, self.filename_tmpl.format(step))
         if self.check_finite:
             bad = self._non_finite_state(runner)
             if bad:
+                if self.last_ckpt:
+                    last = (f'The last checkpoint written, {self.last_ckpt},'
+                            ' is finite: resume from it (tools/train.py '
+                            'CONFIG --resume)')
+                else:
+                    last = ('No checkpoint was written before in this run: '
+                            'start it again')
                 raise NonFiniteStateError(
                     f'not saving checkpoint {self.filename_tmpl.format(step)}'
                     f' in {self.out_dir}: {len(bad)} tensors hold NaN/Inf, '
-                    f'e.g. {bad[:5]}. The last checkpoint written, '
-                    f'{self.last_ckpt!r}, is finite: resume from it '
-                    '(tools/train.py CONFIG --resume), after looking for bad '
-                    'data or lowering the learning rate. A non-finite loss or '
+                    f'e.g. {bad[:5]}. {last}, after looking for bad data or '
+                    'lowering the learning rate. A non-finite loss or '
                     'gradient is skipped by NonFiniteGuardHook '
                     '(default_hooks.non_finite); is it in the config?')
         if not isinstance(self.file_backend, LocalBackend):
