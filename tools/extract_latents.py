@@ -50,7 +50,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from decq_plugin.apis import build_tokenizer_from_config  # noqa: E402
 from decq_plugin.datasets.latent_dataset import (  # noqa: E402
-    META_FILE, LatentShardWriter, read_meta_file, verify_folder)
+    META_FILE, LatentShardWriter, read_meta_file, verify_folder,
+    verify_summary)
 from decq_plugin.datasets.sample_seed import (  # noqa: E402
     SeededIndex, mix_seed, seed_everything_for)
 from decq_plugin.registry import DATASETS  # noqa: E402
@@ -72,7 +73,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--verify', metavar='DIR',
                         help='only check the latent folder DIR: every shard '
                         'against the SHA-256 in its meta.json; exit code 1 '
-                        'when one is damaged or missing')
+                        'when one is damaged, missing or has no checksum')
+    parser.add_argument('--allow-missing-checksums', action='store_true',
+                        help='with --verify: shards without a checksum in '
+                        'meta.json (older writers) pass unverified')
     parser.add_argument('--seed', type=int, default=0,
                         help='seed of the per-sample randomness of a random '
                         'transform (--transform-from-config)')
@@ -329,12 +333,12 @@ def merge_rank_folders(out_dir: str, world_size: int) -> dict:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.verify is not None:
-        problems = verify_folder(args.verify)
+        problems = verify_folder(args.verify, args.allow_missing_checksums)
         for problem in problems:
             print(problem)
-        if any('carry no checksum' not in p for p in problems):
+        if problems:
             sys.exit(1)
-        print(f'{args.verify}: every shard matches its checksum')
+        print(verify_summary(args.verify))
         return read_meta(args.verify)
     init_launcher(args.launcher)
     rank, world_size = get_dist_info()
