@@ -14,7 +14,9 @@ continues exactly where the saved run stopped.
   the tensors);
 * the random states of every process saved (``checkpoint['random_states']``,
   one per rank) and, on resume, restored just before the first epoch (or
-  iteration) that follows, so the resumed run draws the same numbers;
+  iteration) that follows, so the resumed run draws the same numbers (the
+  data loader's own draw lined up, see
+  :mod:`~decq_plugin.engine.dataloader_rng`);
 * validation during training leaves the random states as it found them
   (the resumed run does not repeat the validation that followed the save);
 * a ``load_from`` checkpoint that fits the model only in part is an error
@@ -36,7 +38,7 @@ from mmengine.runner import IterBasedTrainLoop
 from mmengine.runner.checkpoint import get_state_dict
 
 from decq_plugin.registry import HOOKS
-from .. import random_state
+from .. import dataloader_rng, random_state
 from ..checkpoint import check_state_fit
 from ..checkpoint_errors import StateDictMismatchError
 from ..checkpoint_files import (LAST_CHECKPOINT, atomic_write_text,
@@ -226,6 +228,7 @@ class ResumableCheckpointHook(CheckpointHook):
         # Before the epoch's data loader iterator draws its base seed.
         if self._state_to_restore is not None and not isinstance(
                 runner.train_loop, IterBasedTrainLoop):
+            dataloader_rng.settle_before_restore(runner.train_dataloader)
             self._restore_pending()
 
     def before_train_iter(self, runner, batch_idx: int,
@@ -233,6 +236,8 @@ class ResumableCheckpointHook(CheckpointHook):
         # Iteration-based loops skip the consumed batches first.
         if self._state_to_restore is not None:
             self._restore_pending()
+            dataloader_rng.replay_after_restore(runner.train_dataloader,
+                                                runner.iter)
         super().before_train_iter(runner, batch_idx, data_batch)
 
     def before_val(self, runner) -> None:
