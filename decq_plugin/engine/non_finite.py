@@ -122,6 +122,16 @@ class SkipCounter:
                 'weights were not changed by them. ' + self.hint)
 
 
+def _count_as_stepped(wrapper) -> None:
+    """A skipped update stands for the step the LR schedulers wait for:
+    MMEngine's schedulers (built on the optim wrapper or its optimizer)
+    warn (``UserWarning``) when they step before it ever stepped, as after
+    a skipped first update."""
+    for target in (wrapper, wrapper.optimizer):
+        if getattr(target, '_global_step', 0) < 0:
+            target._global_step = 0
+
+
 def guard_optim_wrapper(wrapper, name: str, counter: SkipCounter) -> None:
     """Make ``wrapper.update_params`` skip non-finite updates (in place;
     idempotent)."""
@@ -137,6 +147,7 @@ def guard_optim_wrapper(wrapper, name: str, counter: SkipCounter) -> None:
         bad_loss = not bool(torch.isfinite(loss.detach()).all())
         if _any_rank(bad_loss, loss.device):
             wrapper.zero_grad(**zero_kwargs)
+            _count_as_stepped(wrapper)
             counter.skip(name, 'loss', [f'loss={loss.detach().float()}']
                          if bad_loss else ['on another process'])
             return
@@ -147,6 +158,7 @@ def guard_optim_wrapper(wrapper, name: str, counter: SkipCounter) -> None:
             bad = non_finite_grads(_params(wrapper))
             if _any_rank(bool(bad), loss.device):
                 wrapper.zero_grad(**zero_kwargs)
+                _count_as_stepped(wrapper)
                 counter.skip(name, 'gradient', bad or ['on another process'])
                 return
             wrapper.step(**step_kwargs)

@@ -51,7 +51,7 @@ class Items(Dataset):
 
 
 def _runner(work_dir, epochs=3, resume=False, load_from=None, keep=1,
-            nan_at=-1, max_consecutive=20):
+            nan_at=-1, max_consecutive=20, **extra):
     return Runner(
         model=NoisyModel(nan_at), work_dir=str(work_dir),
         experiment_name=f'resumable_{next(_names)}',
@@ -69,7 +69,7 @@ def _runner(work_dir, epochs=3, resume=False, load_from=None, keep=1,
                             max_consecutive=max_consecutive),
             logger=dict(type='LoggerHook', interval=1)),
         randomness=dict(seed=0), default_scope='decq_plugin',
-        resume=resume, load_from=load_from, log_level='WARNING')
+        resume=resume, load_from=load_from, log_level='WARNING', **extra)
 
 
 def _weights(runner):
@@ -184,7 +184,9 @@ def test_a_run_that_skipped_every_update_fails_without_a_checkpoint(
 def test_skips_are_log_lines_with_a_summary_not_warnings(tmp_path):
     import glob
     import warnings
-    runner = _runner(tmp_path, epochs=1, nan_at=2)
+    # The first update skipped, with an LR schedule stepping after it.
+    runner = _runner(tmp_path, epochs=1, nan_at=1, param_scheduler=dict(
+        type='LinearLR', start_factor=0.5, by_epoch=False, begin=0, end=4))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         runner.train()
