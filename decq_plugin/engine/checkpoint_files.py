@@ -7,10 +7,11 @@ a crash, and checked for non-finite values before they are written.
 * :func:`is_complete_checkpoint`: a cheap test (the zip directory that
   ``torch.save`` writes last is present and lists a pickle).
 * :func:`find_resume_checkpoint`: what auto-resume should load: the newest
-  complete checkpoint: the file named by ``last_checkpoint`` unless a newer
-  complete ``epoch_N.pth`` / ``iter_N.pth`` lies beside it (a kill between
-  the rename and the update of ``last_checkpoint``), else the newest
-  complete numbered one in the folder.
+  complete checkpoint: the file named by ``last_checkpoint`` unless a
+  complete ``epoch_N.pth`` / ``iter_N.pth`` of a later step, written after
+  it, lies beside it (a kill between the rename and the update of
+  ``last_checkpoint``), else the newest complete numbered one in the
+  folder.
 * :func:`remove_stale_temporaries`: delete what killed writers left behind
   (``last_checkpoint.tmp<PID>`` of dead processes, ``*.pth.partial``).
 * :func:`non_finite_entries`: the names of tensors holding NaN or Inf.
@@ -86,14 +87,16 @@ def _step_of(path: str) -> Optional[Tuple[str, int]]:
 
 
 def _newest_complete(folders: List[str], kind: Optional[str] = None,
-                     after: int = -1) -> Optional[str]:
+                     after: int = -1,
+                     written_after: float = -1.0) -> Optional[str]:
     """The complete numbered checkpoint with the highest step above
-    ``after`` (of ``kind`` when given) in ``folders``; incomplete ones
-    passed over are logged."""
+    ``after`` (of ``kind`` when given; modified after ``written_after``)
+    in ``folders``; incomplete ones passed over are logged."""
     found = sorted(((step, path) for folder in folders
                     for step, path in _numbered_checkpoints(folder)
                     if step > after and (kind is None or
-                                         _step_of(path)[0] == kind)),
+                                         _step_of(path)[0] == kind)
+                    and osp.getmtime(path) >= written_after),
                    reverse=True)
     for _, path in found:
         if is_complete_checkpoint(path):
@@ -119,7 +122,9 @@ def find_resume_checkpoint(work_dir: str) -> Optional[str]:
         step = _step_of(named)
         if step is None:  # a custom filename_tmpl: nothing to compare
             return named
-        newer = _newest_complete(folders, kind=step[0], after=step[1])
+        # Written after it too: not a leftover of an earlier, longer run.
+        newer = _newest_complete(folders, kind=step[0], after=step[1],
+                                 written_after=osp.getmtime(named))
         if newer is None:
             return named
         print_log(f'{marker} names {named}, but the newer {newer} is '

@@ -222,3 +222,14 @@ def test_a_project_default_hook_set_to_none_is_dropped():
     drop_disabled_hooks(cfg)
     assert dict(cfg.default_hooks) == dict(
         timer=None, logger=dict(type='LoggerHook'))
+
+
+def test_auto_resume_ignores_a_later_step_of_an_earlier_run(tmp_path):
+    """epoch_3.pth left by an earlier, longer run in the same folder is
+    older than the file last_checkpoint names: that one is resumed."""
+    _runner(tmp_path, keep=-1).train()
+    old = os.path.getmtime(tmp_path / 'epoch_2.pth') - 100
+    os.utime(tmp_path / 'epoch_3.pth', (old, old))
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_2.pth'))
+    assert find_resume_checkpoint(str(tmp_path)) == str(
+        tmp_path / 'epoch_2.pth')
