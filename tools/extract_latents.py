@@ -48,7 +48,8 @@ from decq_plugin.apis.extraction_inputs import (  # noqa: E402,F401
     resolve_stats, set_center_crop, tokenizer_config)
 from decq_plugin.apis.latent_extraction import (  # noqa: E402,F401
     DTYPES, extract_latents, extract_rank, merge_rank_folders, read_meta)
-from decq_plugin.datasets.latent_dataset import verify_folder  # noqa: E402
+from decq_plugin.datasets.latent_dataset import (  # noqa: E402
+    verify_folder, verify_summary)
 from decq_plugin.utils.launch import (check_file, init_launcher,  # noqa: E402
                                       load_config)
 
@@ -66,7 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--verify', metavar='DIR',
                         help='only check the latent folder DIR: every shard '
                         'against the SHA-256 in its meta.json; exit code 1 '
-                        'when one is damaged or missing')
+                        'when one is damaged, missing or has no checksum')
+    parser.add_argument('--allow-missing-checksums', action='store_true',
+                        help='with --verify: shards without a checksum in '
+                        'meta.json (older writers) pass unverified')
     parser.add_argument('--seed', type=int, default=0,
                         help='seed of the per-sample randomness of a random '
                         'transform (--transform-from-config)')
@@ -113,12 +117,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.verify is not None:
-        problems = verify_folder(args.verify)
+        problems = verify_folder(args.verify, args.allow_missing_checksums)
         for problem in problems:
             print(problem)
-        if any('carry no checksum' not in p for p in problems):
+        if problems:
             sys.exit(1)
-        print(f'{args.verify}: every shard matches its checksum')
+        print(verify_summary(args.verify))
         return read_meta(args.verify)
     init_launcher(args.launcher)
     rank, world_size = get_dist_info()

@@ -26,7 +26,8 @@ Layout of a latent folder (written by :class:`LatentShardWriter`, used by
     shards        [{"file": "shard_00000.safetensors", "start": 0,
                     "count": n, "sha256": hex}, ...]  (shard k holds samples
                   start..start+n-1; the SHA-256 of its file is checked
-                  on first read)
+                  on first read; a shard without one is an error unless
+                  the reader opts out with ``allow_missing_checksums``)
     ...           any extra keys given to the writer (``extra_meta``)
 
 Tensors of a shard holding ``n`` samples::
@@ -104,15 +105,49 @@ def read_meta_file(path: str) -> dict:
     return meta
 
 
-def verify_shard(folder: str, shard: dict) -> Optional[str]:
+#: Keys of ``meta.json`` a reader needs, and of each entry of its shards.
+_META_KEYS = ('format', 'complete', 'count', 'has_flip', 'latent_shapes',
+              'tokenizer', 'normalised', 'num_queries')
+_SHARD_KEYS = ('file', 'start', 'count')
+#: How to opt out of checksums, for messages.
+ALLOW_MISSING_HINT = (
+    'If you trust these files, opt out: allow_missing_checksums=True '
+    '(CachedLatentDataset; in a config '
+    'train_dataloader.dataset.allow_missing_checksums=True) or '
+    'tools/extract_latents.py --verify DIR --allow-missing-checksums; '
+    'otherwise extract the latents again (the current writer records a '
+    'checksum for every shard)')
+
+
+def check_meta(meta: dict, path: str) -> None:
+    """A :class:`LatentFolderError` naming ``path`` (the ``meta.json``) and
+    the key when ``meta`` lacks a key a reader needs."""
+    missing = [k for k in _META_KEYS if k not in meta]
+    for i, shard in enumerate(meta['shards']):
+        if not isinstance(shard, dict):
+            missing.append(f'shards[{i}] (not a dict)')
+            continue
+        missing += [f'shards[{i}].{k}' for k in _SHARD_KEYS
+                    if k not in shard]
+    if missing:
+        raise LatentFolderError(
+            f'{path} lacks the keys {missing[:5]}: it was edited or '
+            f'written by another program; {_EXTRACT_HINT}')
+
+
+def verify_shard(folder: str, shard: dict,
+                 allow_missing_checksums: bool = False) -> Optional[str]:
     """Why shard ``shard`` (an entry of ``meta['shards']``) of ``folder`` is
-    damaged, or None when it is intact (or carries no checksum)."""
+    damaged or unverifiable (no ``sha256`` recorded, unless
+    ``allow_missing_checksums``), or None when it is intact."""
     path = osp.join(folder, shard['file'])
     if not osp.isfile(path):
         return f'{path} is missing'
     expected = shard.get('sha256')
     if not expected:
-        return None
+        return None if allow_missing_checksums else (
+            f'{path} has no checksum in {META_FILE}, so it cannot be '
+            'verified')
     actual = file_sha256(path)
     if actual != expected:
         return (f'{path} is damaged: its SHA-256 is {actual[:16]}..., '
@@ -347,6 +382,9 @@ class CachedLatentDataset(Dataset):
         max_samples: use only the first ``max_samples``.
         verify: check each shard's SHA-256 (recorded in ``meta.json``) the
             first time this process opens it.
+        allow_missing_checksums: with ``verify``, read shards that carry no
+            SHA-256 unchecked (folders of an older writer); without it such
+            a folder is a :class:`LatentFolderError`.
 
     One shard is open at a time (memory-mapped); reading in order, as
     within a shuffled shard-sized window, touches each shard once.
@@ -355,7 +393,8 @@ class CachedLatentDataset(Dataset):
     def __init__(self, data_root: str, use_flip: bool = True,
                  dtype: str = 'float32',
                  max_samples: Optional[int] = None,
-                 verify: bool = True) -> None:
+                 verify: bool = True,
+                 allow_missing_checksums: bool = False) -> None:
         super().__init__()
         self.data_root = os.fspath(data_root)
         meta_path = osp.join(self.data_root, META_FILE)
@@ -363,6 +402,7 @@ class CachedLatentDataset(Dataset):
             raise FileNotFoundError(f'no {META_FILE} in {self.data_root!r}; '
                                     f'{_EXTRACT_HINT}')
         self.meta = read_meta_file(meta_path)
+        check_meta(self.meta, meta_path)
         if self.meta.get('format') != FORMAT_NAME:
             raise ValueError(f'{meta_path} is not a {FORMAT_NAME} folder')
         if not self.meta['complete']:
@@ -385,6 +425,14 @@ class CachedLatentDataset(Dataset):
         self._len = count if max_samples is None else min(count, max_samples)
         self._cache = None  # (shard index, open shard): an LRU of one
         self.verify = bool(verify)
+        self.allow_missing_checksums = bool(allow_missing_checksums)
+        unchecked = [s['file'] for s in self.meta['shards']
+                     if not s.get('sha256')]
+        if self.verify and unchecked and not self.allow_missing_checksums:
+            raise LatentFolderError(
+                f'{meta_path} records no checksum (sha256) for '
+                f'{len(unchecked)} shards, e.g. {unchecked[:3]}: they '
+                f'cannot be verified. {ALLOW_MISSING_HINT}')
         self._verified = set()  # shards checked in this process
 
     @property
@@ -404,7 +452,8 @@ class CachedLatentDataset(Dataset):
             entry = self.meta['shards'][k]
             path = osp.join(self.data_root, entry['file'])
             if self.verify and k not in self._verified:
-                problem = verify_shard(self.data_root, entry)
+                problem = verify_shard(self.data_root, entry,
+                                       self.allow_missing_checksums)
                 if problem:
                     raise LatentFolderError(
                         f'{problem}. Find every damaged shard with '
@@ -464,26 +513,36 @@ class CachedLatentDataset(Dataset):
                 f'use_flip={self.use_flip})')
 
 
-def verify_folder(folder: str) -> List[str]:
-    """Every problem of a latent folder: an unreadable ``meta.json``, and
-    each shard that is missing or whose SHA-256 differs from the one
-    recorded (empty when all is well). Merged multi-process folders are
+def verify_folder(folder: str,
+                  allow_missing_checksums: bool = False) -> List[str]:
+    """Every problem of a latent folder: an unreadable ``meta.json`` or one
+    that lacks a key, and each shard that is missing, carries no checksum
+    (unless ``allow_missing_checksums``) or whose SHA-256 differs from the
+    one recorded (empty when all is well). Merged multi-process folders are
     checked shard by shard too."""
     meta_path = osp.join(folder, META_FILE)
     if not osp.isfile(meta_path):
         return [f'no {META_FILE} in {folder}; {_EXTRACT_HINT}']
     try:
         meta = read_meta_file(meta_path)
+        check_meta(meta, meta_path)
     except LatentFolderError as err:
         return [str(err)]
-    problems = []
-    unchecked = 0
-    for shard in meta['shards']:
-        problem = verify_shard(folder, shard)
-        if problem:
-            problems.append(problem)
-        unchecked += not shard.get('sha256')
-    if unchecked:
-        problems.append(f'{unchecked} shards of {folder} carry no checksum '
-                        '(written by an older version): not verified')
+    problems = [p for p in (verify_shard(folder, shard,
+                                         allow_missing_checksums)
+                            for shard in meta['shards']) if p]
+    if any('has no checksum' in p for p in problems):
+        problems.append(ALLOW_MISSING_HINT)
     return problems
+
+
+def verify_summary(folder: str) -> str:
+    """The line ``--verify`` prints for a folder without problems: how many
+    shards were checked, and how many carry no checksum (allowed)."""
+    shards = read_meta_file(osp.join(folder, META_FILE))['shards']
+    unchecked = sum(not s.get('sha256') for s in shards)
+    if not unchecked:
+        return f'{folder}: every shard matches its checksum'
+    return (f'{folder}: {len(shards) - unchecked} shards match their '
+            f'checksum; {unchecked} carry none and were not verified '
+            '(--allow-missing-checksums)')

@@ -11,9 +11,10 @@ call every model's ``train_step`` makes) on the instance, so it works for
 * with a loss scaler (AMP), the scaler itself skips overflowing steps; a
   step it skipped (its scale dropped) is counted the same way.
 
-Each skip is logged and counted in a :class:`SkipCounter`; after
-``max_consecutive`` skips in a row of one optimizer the run stops with
-:class:`NonFiniteTrainingError`.
+Each skip is logged (one line) and counted in a :class:`SkipCounter`;
+after ``max_consecutive`` skips in a row of one optimizer the run stops with
+:class:`NonFiniteTrainingError`, and so does a run whose optimizer skipped
+every update it was given (:meth:`SkipCounter.check_trained`).
 """
 import logging
 from typing import Callable, Dict, List, Optional
@@ -74,11 +75,37 @@ class SkipCounter:
         self.max_consecutive = int(max_consecutive)
         self.hint = hint
         self.total: Dict[str, int] = {}
+        self.updates: Dict[str, int] = {}
         self.in_a_row: Dict[str, int] = {}
         self.skipped_now: List[str] = []
 
     def ok(self, name: str) -> None:
         self.in_a_row[name] = 0
+        self.updates[name] = self.updates.get(name, 0) + 1
+
+    def untrained(self) -> List[str]:
+        """Optimizers that skipped every update so far (at least one)."""
+        return sorted(name for name, n in self.total.items()
+                      if n > 0 and self.updates.get(name, 0) == 0)
+
+    def check_trained(self, what: str) -> None:
+        """Raise :class:`NonFiniteTrainingError` when an optimizer skipped
+        every update it was given (``what``: the action refused, e.g. 'not
+        writing checkpoint epoch_1.pth')."""
+        bad = self.untrained()
+        if bad:
+            counts = ', '.join(f"'{n}' ({self.total[n]} skipped, none "
+                               'applied)' for n in bad)
+            raise NonFiniteTrainingError(
+                f'every update of optimizer {counts} had a non-finite loss '
+                f'or gradient, so its weights are untrained; {what}. ' +
+                self.hint)
+
+    def summary(self) -> str:
+        """One line: skipped and applied updates per optimizer."""
+        names = sorted(set(self.total) | set(self.updates))
+        return '; '.join(f"'{n}': {self.total.get(n, 0)} skipped, "
+                         f'{self.updates.get(n, 0)} applied' for n in names)
 
     def skip(self, name: str, what: str, details: List[str]) -> None:
         self.total[name] = self.total.get(name, 0) + 1
@@ -93,6 +120,16 @@ class SkipCounter:
                 f"{self.in_a_row[name]} updates in a row of optimizer "
                 f"'{name}' were skipped (last: non-finite {what}); the "
                 'weights were not changed by them. ' + self.hint)
+
+
+def _count_as_stepped(wrapper) -> None:
+    """A skipped update stands for the step the LR schedulers wait for:
+    MMEngine's schedulers (built on the optim wrapper or its optimizer)
+    warn (``UserWarning``) when they step before it ever stepped, as after
+    a skipped first update."""
+    for target in (wrapper, wrapper.optimizer):
+        if getattr(target, '_global_step', 0) < 0:
+            target._global_step = 0
 
 
 def guard_optim_wrapper(wrapper, name: str, counter: SkipCounter) -> None:
@@ -110,6 +147,7 @@ def guard_optim_wrapper(wrapper, name: str, counter: SkipCounter) -> None:
         bad_loss = not bool(torch.isfinite(loss.detach()).all())
         if _any_rank(bad_loss, loss.device):
             wrapper.zero_grad(**zero_kwargs)
+            _count_as_stepped(wrapper)
             counter.skip(name, 'loss', [f'loss={loss.detach().float()}']
                          if bad_loss else ['on another process'])
             return
@@ -120,6 +158,7 @@ def guard_optim_wrapper(wrapper, name: str, counter: SkipCounter) -> None:
             bad = non_finite_grads(_params(wrapper))
             if _any_rank(bool(bad), loss.device):
                 wrapper.zero_grad(**zero_kwargs)
+                _count_as_stepped(wrapper)
                 counter.skip(name, 'gradient', bad or ['on another process'])
                 return
             wrapper.step(**step_kwargs)

@@ -19,6 +19,7 @@ from torch import nn
 from decq_plugin.registry import MODELS
 from .compile_regions import compile_regions
 from .losses.adversarial import (ADAPTIVE_BATCHES, adaptive_weight,
+                                 average_over_processes,
                                  generator_hinge_loss, hinge_d_loss)
 from .state_dict_keys import use_wrapper_free_keys
 
@@ -201,7 +202,10 @@ class AutoencoderModel(BaseModel):
         from their pull-back to ``W`` (which only crosses the last layer),
         and ``<x, g_r + w lambda g_g> + aux`` (gradients fixed) has the
         gradient of ``L``. Computing ``lambda`` on the full graphs, as
-        :func:`adaptive_weight` does, runs both trunks' backward twice.
+        :func:`adaptive_weight` does, runs both trunks' backward twice. With
+        ``adaptive_weight_batch='global'`` both pull-backs are averaged
+        over the processes first, so every process uses the weight of the
+        whole batch.
 
         Args:
             images: [B, 3, H, W] in [0, 1].
@@ -220,6 +224,11 @@ class AutoencoderModel(BaseModel):
         last = unwrap(self.tokenizer).last_layer
         w_rec, = torch.autograd.grad(recon, last, g_rec, retain_graph=True)
         w_gan, = torch.autograd.grad(recon, last, g_gan, retain_graph=True)
+        if self.adaptive_weight_batch == 'global':
+            # The gradients of the global batch's mean loss (one all-reduce
+            # each), as adaptive_weight(batch='global') takes them.
+            w_rec = average_over_processes(w_rec)
+            w_gan = average_over_processes(w_gan)
         # The scale cancels in the ratio, not in eps (as adaptive_weight).
         weight = (w_rec.norm() / loss_scale) / (
             w_gan.norm() / loss_scale + 1e-6)

@@ -1,11 +1,13 @@
 """Shared steps of ``tools/train.py`` and ``tools/test.py``: load a config
 with clear errors, apply command-line overrides, build the runner."""
 import inspect
+import logging
 import os.path as osp
 import sys
 from typing import Dict, List, Optional, Tuple, Union
 
 from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
 
 from decq_plugin.registry import SCOPE
 from .config_check import check_top_level_keys
@@ -191,6 +193,24 @@ def prepare_cpu_distributed(cfg: Config) -> bool:
     return True
 
 
+#: The default hooks MMEngine itself knows; ``None`` brings its default.
+_MMENGINE_DEFAULT_HOOKS = ('runtime_info', 'timer', 'sampler_seed', 'logger',
+                           'param_scheduler', 'checkpoint')
+
+
+def drop_disabled_hooks(cfg: Config) -> None:
+    """Remove the project's default hooks set to None (e.g.
+    ``--cfg-options default_hooks.non_finite=None``): MMEngine accepts None
+    only for its own default hooks and fails on a bare assertion
+    otherwise."""
+    hooks = cfg.get('default_hooks') or {}
+    for name in [n for n, h in hooks.items()
+                 if h is None and n not in _MMENGINE_DEFAULT_HOOKS]:
+        hooks.pop(name)
+        print_log(f'default_hooks.{name}=None: that hook is off',
+                  logger='current', level=logging.WARNING)
+
+
 def build_runner(cfg: Config):
     """Build the runner named by ``cfg.runner_type`` (default: MMEngine's
     ``Runner`` with a short console, :mod:`decq_plugin.utils.quiet_logs`;
@@ -205,6 +225,7 @@ def build_runner(cfg: Config):
     model = cfg.get('model')
     quiet_known_warnings(isinstance(model, dict) and
                          model.get('discriminator') is not None)
+    drop_disabled_hooks(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return quiet_runner_class().from_cfg(cfg)

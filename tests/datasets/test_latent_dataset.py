@@ -189,3 +189,50 @@ def test_shard_that_disagrees_with_meta_names_file_and_key(tmp_path,
     ds = CachedLatentDataset(str(tmp_path), verify=False)
     with pytest.raises(LatentFolderError, match='has no row 3'):
         ds[7]
+
+
+def _strip_checksums(folder) -> None:
+    meta_path = folder / 'meta.json'
+    meta = json.loads(meta_path.read_text())
+    for shard in meta['shards']:
+        shard.pop('sha256')
+    meta_path.write_text(json.dumps(meta))
+
+
+def test_shards_without_checksum_are_an_error_unless_allowed(tmp_path):
+    from decq_plugin.datasets.latent_dataset import (verify_folder,
+                                                     verify_summary)
+    lat, flip, labels = _data(8)
+    _write(tmp_path, lat, flip, labels, [(0, 8)]).close()
+    _strip_checksums(tmp_path)
+    with pytest.raises(LatentFolderError) as err:
+        CachedLatentDataset(str(tmp_path))
+    message = str(err.value)
+    assert str(tmp_path / 'meta.json') in message
+    assert 'allow_missing_checksums=True' in message
+    ds = CachedLatentDataset(str(tmp_path), allow_missing_checksums=True)
+    assert torch.equal(ds[5]['inputs']['patch'], lat['patch'][5]) or \
+        torch.equal(ds[5]['inputs']['patch'], flip['patch'][5])
+    problems = verify_folder(str(tmp_path))
+    assert any('shard_00000.safetensors has no checksum' in p
+               for p in problems)
+    assert verify_folder(str(tmp_path), allow_missing_checksums=True) == []
+    assert '2 carry none' in verify_summary(str(tmp_path))
+
+
+@pytest.mark.parametrize('key', ['has_flip', 'tokenizer', 'shards.start'])
+def test_meta_without_a_key_names_the_file_and_key(tmp_path, key):
+    lat, flip, labels = _data(8)
+    _write(tmp_path, lat, flip, labels, [(0, 8)]).close()
+    meta_path = tmp_path / 'meta.json'
+    meta = json.loads(meta_path.read_text())
+    if key.startswith('shards.'):
+        meta['shards'][1].pop(key.split('.')[1])
+        shown = 'shards[1].start'
+    else:
+        meta.pop(key)
+        shown = key
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(LatentFolderError) as err:
+        CachedLatentDataset(str(tmp_path))
+    assert str(meta_path) in str(err.value) and shown in str(err.value)

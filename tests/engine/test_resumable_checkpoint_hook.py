@@ -51,7 +51,7 @@ class Items(Dataset):
 
 
 def _runner(work_dir, epochs=3, resume=False, load_from=None, keep=1,
-            nan_at=-1, max_consecutive=20):
+            nan_at=-1, max_consecutive=20, **extra):
     return Runner(
         model=NoisyModel(nan_at), work_dir=str(work_dir),
         experiment_name=f'resumable_{next(_names)}',
@@ -69,7 +69,7 @@ def _runner(work_dir, epochs=3, resume=False, load_from=None, keep=1,
                             max_consecutive=max_consecutive),
             logger=dict(type='LoggerHook', interval=1)),
         randomness=dict(seed=0), default_scope='decq_plugin',
-        resume=resume, load_from=load_from, log_level='WARNING')
+        resume=resume, load_from=load_from, log_level='WARNING', **extra)
 
 
 def _weights(runner):
@@ -126,3 +126,110 @@ def test_non_finite_weights_are_never_saved(tmp_path):
         hook._save_checkpoint_with_step(runner, 3, dict(epoch=3, iter=12))
     assert not osp.exists(tmp_path / 'epoch_3.pth')
     assert open(tmp_path / 'last_checkpoint').read().endswith('epoch_2.pth')
+
+
+def test_auto_resume_prefers_a_newer_complete_checkpoint(tmp_path):
+    """Killed after epoch_3.pth was renamed into place, before
+    ``last_checkpoint`` named it: resume from epoch 3, not epoch 2."""
+    _runner(tmp_path, keep=-1).train()
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_2.pth'))
+    assert find_resume_checkpoint(str(tmp_path)) == str(
+        tmp_path / 'epoch_3.pth')
+    # A newer file that is incomplete is passed over.
+    data = (tmp_path / 'epoch_3.pth').read_bytes()
+    (tmp_path / 'epoch_3.pth').write_bytes(data[:len(data) // 2])
+    assert find_resume_checkpoint(str(tmp_path)) == str(
+        tmp_path / 'epoch_2.pth')
+
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL at a chosen line."""
+
+
+def test_leftovers_of_a_kill_are_removed_on_resume(tmp_path, monkeypatch):
+    from decq_plugin.engine.hooks import resumable_checkpoint_hook as hook
+
+    def remove_killed(path, *args, **kwargs):
+        raise _Killed(path)
+    # max_keep_ckpts=1, killed between the rename of epoch_2.pth and the
+    # deletion of epoch_1.pth.
+    monkeypatch.setattr(hook.os, 'remove', remove_killed)
+    with pytest.raises(_Killed):
+        _runner(tmp_path, epochs=2, keep=1).train()
+    monkeypatch.undo()
+    assert {'epoch_1.pth', 'epoch_2.pth'} <= set(os.listdir(tmp_path))
+    dead_pid = 2**22 + 12345  # above Linux's pid_max: never alive
+    for name in (f'last_checkpoint.tmp{dead_pid}', 'epoch_7.pth.partial'):
+        (tmp_path / name).write_text('left by a killed run')
+    alive = tmp_path / f'last_checkpoint.tmp{os.getppid()}'
+    alive.write_text('another live process is writing it')
+    _runner(tmp_path, epochs=3, keep=1, resume=True).train()
+    names = sorted(os.listdir(tmp_path))
+    assert [n for n in names if '.pth' in n] == ['epoch_3.pth']
+    assert not [n for n in names if str(dead_pid) in n]
+    assert alive.exists()
+
+
+def test_a_run_that_skipped_every_update_fails_without_a_checkpoint(
+        tmp_path):
+    runner = _runner(tmp_path, epochs=2, nan_at=0, max_consecutive=100)
+    with pytest.raises(NonFiniteTrainingError,
+                       match="optimizer 'optim_wrapper' .4 skipped, none "
+                       'applied.*untrained; not writing checkpoint '
+                       'epoch_1.pth'):
+        runner.train()
+    assert not [n for n in os.listdir(tmp_path) if n.endswith('.pth')]
+
+
+def test_skips_are_log_lines_with_a_summary_not_warnings(tmp_path):
+    import glob
+    import warnings
+    # The first update skipped, with an LR schedule stepping after it.
+    runner = _runner(tmp_path, epochs=1, nan_at=1, param_scheduler=dict(
+        type='LinearLR', start_factor=0.5, by_epoch=False, begin=0, end=4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        runner.train()
+    assert [str(w.message) for w in caught
+            if issubclass(w.category, UserWarning)] == []
+    log, = glob.glob(str(tmp_path / '*' / '*.log'))
+    text = open(log).read()
+    assert text.count("skipped the update of optimizer 'optim_wrapper'") == 1
+    assert ("non-finite updates skipped in this run: 'optim_wrapper': "
+            '1 skipped, 3 applied') in text
+
+
+def test_non_finite_state_before_any_checkpoint_says_so(tmp_path):
+    runner = _runner(tmp_path, epochs=1)
+    runner.train()
+    hook = [h for h in runner.hooks if type(h).__name__ ==
+            'ResumableCheckpointHook'][0]
+    hook.last_ckpt = None  # as in a run that has not saved yet
+    with torch.no_grad():
+        runner.model.net[0].weight[0, 0] = float('nan')
+    with pytest.raises(NonFiniteStateError) as err:
+        hook._save_checkpoint_with_step(runner, 2, dict(epoch=2, iter=8))
+    assert 'None' not in str(err.value)
+    assert 'No checkpoint was written before' in str(err.value)
+
+
+def test_a_project_default_hook_set_to_none_is_dropped():
+    from mmengine.config import Config
+
+    from decq_plugin.utils.launch import drop_disabled_hooks
+    cfg = Config(dict(default_hooks=dict(
+        non_finite=None, timer=None, logger=dict(type='LoggerHook'))))
+    drop_disabled_hooks(cfg)
+    assert dict(cfg.default_hooks) == dict(
+        timer=None, logger=dict(type='LoggerHook'))
+
+
+def test_auto_resume_ignores_a_later_step_of_an_earlier_run(tmp_path):
+    """epoch_3.pth left by an earlier, longer run in the same folder is
+    older than the file last_checkpoint names: that one is resumed."""
+    _runner(tmp_path, keep=-1).train()
+    old = os.path.getmtime(tmp_path / 'epoch_2.pth') - 100
+    os.utime(tmp_path / 'epoch_3.pth', (old, old))
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_2.pth'))
+    assert find_resume_checkpoint(str(tmp_path)) == str(
+        tmp_path / 'epoch_2.pth')

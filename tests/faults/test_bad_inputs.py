@@ -66,6 +66,47 @@ def test_nan_everywhere_stops_with_a_clear_error(tmp_path):
     D.record(LOG, dict(suite='bad_input', name='nan everywhere', clear=True))
 
 
+@pytest.mark.slow
+def test_a_run_that_skipped_every_step_fails_without_a_checkpoint(tmp_path):
+    """An all-NaN latent folder with valid checksums: every update is
+    skipped, fewer than max_consecutive in a row; the run must not end
+    with exit code 0 and an untrained checkpoint."""
+    from decq_plugin.datasets.latent_dataset import LatentShardWriter
+    latents = str(tmp_path / 'nan_latents')
+    nan = float('nan')
+    with LatentShardWriter(latents, shard_size=4, tokenizer='tiny') as w:
+        for start in (0, 4):
+            lat = {'patch': torch.full((4, 32, 4, 4), nan),
+                   'query': torch.full((4, 8, 32), nan)}
+            w.add(lat, torch.arange(start, start + 4) % 8, lat)
+    assert verify_folder(latents) == []
+    work, log = str(tmp_path / 'work'), str(tmp_path / 'log')
+    code = D.run_train(_argv(D.STAGE2_CONFIG, D.stage2_options(latents),
+                             work), log=log)
+    text = open(log).read()
+    assert code != 0, text[-3000:]
+    assert 'NonFiniteTrainingError' in text and 'untrained' in text
+    assert "'optim_wrapper' (2 skipped, none applied)" in text
+    assert not [f for f in os.listdir(work) if f.endswith('.pth')]
+    D.record(LOG, dict(suite='bad_input', name='all steps skipped',
+                       clear=True))
+
+
+@pytest.mark.slow
+def test_non_finite_guard_can_be_turned_off(tmp_path):
+    latents = D.write_latent_folder(str(tmp_path / 'latents'), count=4)
+    options = D.stage2_options(latents) + [
+        'default_hooks.non_finite=None', 'train_cfg.max_epochs=1']
+    work, log = str(tmp_path / 'work'), str(tmp_path / 'log')
+    code = D.run_train(_argv(D.STAGE2_CONFIG, options, work), log=log)
+    text = open(log).read()
+    assert code == 0, text[-3000:]
+    assert 'default_hooks.non_finite=None: that hook is off' in text
+    assert osp.isfile(osp.join(work, 'epoch_1.pth'))
+    D.record(LOG, dict(suite='bad_input', name='non_finite=None',
+                       clear=True))
+
+
 # ----------------------------------------------------------- shards -----
 def _damage(path: str, how: str) -> None:
     data = open(path, 'rb').read()
@@ -110,6 +151,28 @@ def test_intact_folder_verifies(tmp_path, capsys):
     assert verify_folder(folder) == []
     D.load_tool('extract_latents').main(['--verify', folder])
     assert 'every shard matches' in capsys.readouterr().out
+
+
+def test_shards_without_checksums_are_refused_unless_allowed(tmp_path,
+                                                            capsys):
+    import json
+    folder = D.write_latent_folder(str(tmp_path / 'lat'))
+    meta = json.load(open(osp.join(folder, 'meta.json')))
+    for shard in meta['shards']:
+        del shard['sha256']
+    json.dump(meta, open(osp.join(folder, 'meta.json'), 'w'))
+    with pytest.raises(LatentFolderError, match='allow_missing_checksums'):
+        CachedLatentDataset(folder)
+    tool = D.load_tool('extract_latents')
+    with pytest.raises(SystemExit) as code:
+        tool.main(['--verify', folder])
+    assert code.value.code == 1
+    out = capsys.readouterr().out
+    assert 'has no checksum' in out and 'every shard matches' not in out
+    tool.main(['--verify', folder, '--allow-missing-checksums'])
+    assert '2 carry none and were not verified' in capsys.readouterr().out
+    D.record(LOG, dict(suite='bad_input', name='shards without checksum',
+                       clear=True))
 
 
 def test_half_written_meta_is_named(tmp_path):

@@ -65,3 +65,48 @@ def test_killed_runs_resume_bit_identically(stage, tmp_path):
     deterministic = [c for c, k in zip(codes, kills) if k[0] != 'after']
     assert deterministic == [-9] * len(deterministic), (
         codes, _failed_logs(codes, log))
+
+
+def test_kill_before_last_checkpoint_is_updated(tmp_path):
+    """Killed after epoch_2.pth was renamed into place, before
+    ``last_checkpoint`` (still naming epoch_1.pth) was replaced: the resume
+    starts from epoch 2 (no epoch lost), and removes the stale
+    ``last_checkpoint.tmp<PID>`` and epoch_1.pth (max_keep_ckpts=1)."""
+    latents = D.write_latent_folder(str(tmp_path / 'latents'))
+    options = D.stage2_options(latents)
+    log = str(tmp_path / 'runs.log')
+    ref = str(tmp_path / 'ref')
+    assert D.run_train(_argv(D.STAGE2_CONFIG, options, ref), log=log) == 0
+    work = str(tmp_path / 'killed')
+    codes = _chain(D.STAGE2_CONFIG, options, work, [('last_checkpoint', 2)],
+                   log)
+    assert codes == [-9, 0], (codes, _failed_logs(codes, log))
+    assert 'resumed epoch: 2' in open(f'{log}.1').read()
+    left = sorted(n for n in os.listdir(work) if n.endswith('.pth') or
+                  n.startswith('last_checkpoint'))
+    assert left == ['epoch_3.pth', 'last_checkpoint'], left
+    diff = D.differing(D.final_state(ref, 3), D.final_state(work, 3))
+    D.record(LOG, dict(suite='kill', stage='stage2',
+                       kills=[('last_checkpoint', 2)], killed=1,
+                       differing=len(diff)))
+    assert diff == [], diff[:10]
+
+
+def test_persistent_workers_resume_bit_identically(tmp_path):
+    """Data loader workers that persist across epochs draw their seed from
+    the global RNG only when first iterated: in the uninterrupted run at
+    epoch 1, in a resumed one at its first epoch."""
+    latents = D.write_latent_folder(str(tmp_path / 'latents'))
+    options = D.stage2_options(latents) + [
+        'train_dataloader.num_workers=1',
+        'train_dataloader.persistent_workers=True']
+    log = str(tmp_path / 'runs.log')
+    ref = str(tmp_path / 'ref')
+    assert D.run_train(_argv(D.STAGE2_CONFIG, options, ref), log=log) == 0
+    work = str(tmp_path / 'killed')
+    codes = _chain(D.STAGE2_CONFIG, options, work, [('iter', 5)], log)
+    assert codes == [-9, 0], (codes, _failed_logs(codes, log))
+    diff = D.differing(D.final_state(ref, 3), D.final_state(work, 3))
+    D.record(LOG, dict(suite='kill', stage='stage2 persistent workers',
+                       kills=[('iter', 5)], killed=1, differing=len(diff)))
+    assert diff == [], diff[:10]

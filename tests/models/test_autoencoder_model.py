@@ -345,3 +345,63 @@ def test_compiled_step_matches_eager_step(decq_scope):
     for key in par0:
         torch.testing.assert_close(par1[key], par0[key], rtol=1e-4,
                                    atol=1e-6, msg=key)
+
+
+def _gan_step_on(images: torch.Tensor, batch: str) -> tuple:
+    """The adaptive weight and the tokenizer gradients (averaged over the
+    processes when distributed) of one GAN step on ``images``."""
+    torch.manual_seed(0)
+    cfg = copy.deepcopy(MODEL)
+    cfg['tokenizer'] = dict(cfg['tokenizer'], noise_tau=0.0)
+    cfg.update(diffaug=None, adaptive_weight_batch=batch)
+    model = MODELS.build(cfg).train()
+    losses, _, backward_loss = model.generator_gan_step(images)
+    backward_loss.backward()
+    grads = torch.cat([p.grad.flatten() for p in model.tokenizer.parameters()
+                       if p.grad is not None])
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(grads)
+        grads /= torch.distributed.get_world_size()
+    return float(losses['gan_adaptive_weight']), grads
+
+
+def _rank_gan_step(rank: int, port: int, batch: str, out: str) -> None:
+    """One of two gloo processes: its half of the batch (rank r takes
+    samples r, r + 2, ..., as the sampler shards them)."""
+    import os
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    torch.distributed.init_process_group('gloo', rank=rank, world_size=2)
+    try:
+        weight, grads = _gan_step_on(_data(n=4, seed=3)['inputs'][rank::2],
+                                     batch)
+        if rank == 0:
+            torch.save(dict(weight=weight, grads=grads), out)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize('batch', ['global', 'local'])
+def test_two_processes_equal_one_only_with_the_global_weight(tmp_path,
+                                                              batch):
+    """adaptive_weight_batch='global' in train_step's GAN route: two
+    processes with half the batch each take the weight (and, after the
+    gradient average DDP does, the tokenizer gradients) of one process on
+    the whole batch; 'local' does not."""
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / 'rank0.pt')
+    mp.start_processes(_rank_gan_step, args=(port, batch, out), nprocs=2,
+                       start_method='fork')
+    two = torch.load(out, weights_only=True)
+    weight, grads = _gan_step_on(_data(n=4, seed=3)['inputs'], 'local')
+    rel = float((two['grads'] - grads).norm() / grads.norm())
+    if batch == 'global':
+        assert two['weight'] == pytest.approx(weight, rel=1e-4)
+        assert rel < 1e-4
+    else:
+        assert abs(two['weight'] - weight) > 1e-3 * weight
+        assert rel > 1e-3

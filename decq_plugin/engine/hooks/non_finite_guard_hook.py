@@ -1,7 +1,7 @@
 """The hook that puts :mod:`decq_plugin.engine.non_finite` on every
 optimizer of a run and reports what it skipped."""
 import math
-from typing import Optional
+from typing import Dict, Optional
 
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapperDict
@@ -10,6 +10,8 @@ from decq_plugin.registry import HOOKS
 from ..non_finite import SkipCounter, guard_optim_wrapper
 
 COUNT_KEY = 'nonfinite_skips'
+#: message-hub key: updates applied per optimizer (survives a resume).
+UPDATES_KEY = 'nonfinite_guard_updates'
 
 
 @HOOKS.register_module()
@@ -18,7 +20,10 @@ class NonFiniteGuardHook(Hook):
     stage 1's tokenizer and discriminator, stage 2's denoiser), log and
     count it (``train/nonfinite_skips`` in the log; the total survives a
     resume), and stop with ``NonFiniteTrainingError`` after
-    ``max_consecutive`` skips in a row of one optimizer.
+    ``max_consecutive`` skips in a row of one optimizer, or at the end of
+    training (and before each checkpoint, see ``ResumableCheckpointHook``)
+    when an optimizer skipped every update it was given. Each skip is one
+    log line; each epoch with skips and the run end log a summary.
 
     Works with and without AMP (see :func:`guard_optim_wrapper`). Enabled
     in ``configs/_base_/default_runtime.py`` as
@@ -38,6 +43,7 @@ class NonFiniteGuardHook(Hook):
             'lower the learning rate, then resume from the last checkpoint '
             '(tools/train.py CONFIG --resume); the limit is the config key '
             f'default_hooks.non_finite.max_consecutive={max_consecutive}.')
+        self._epoch_total: Dict[str, int] = {}
 
     def before_train(self, runner) -> None:
         wrappers = runner.optim_wrapper
@@ -47,10 +53,17 @@ class NonFiniteGuardHook(Hook):
             items = [('optim_wrapper', wrappers)]
         for name, wrapper in items:
             guard_optim_wrapper(wrapper, name, self.counter)
-        stored = runner.message_hub.get_info(COUNT_KEY)
-        if isinstance(stored, dict):
-            self.counter.total.update(
-                {str(k): int(v) for k, v in stored.items()})
+        for key, counts in ((COUNT_KEY, self.counter.total),
+                            (UPDATES_KEY, self.counter.updates)):
+            stored = runner.message_hub.get_info(key)
+            if isinstance(stored, dict):
+                counts.update({str(k): int(v) for k, v in stored.items()})
+        if self.counter.total and UPDATES_KEY not in \
+                runner.message_hub.runtime_info:
+            # Resumed from a checkpoint that did not count applied updates.
+            for name in self.counter.total:
+                self.counter.updates.setdefault(name, 1)
+        self._epoch_total = dict(self.counter.total)
 
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch: Optional[dict] = None) -> None:
@@ -61,6 +74,8 @@ class NonFiniteGuardHook(Hook):
                          outputs: Optional[dict] = None) -> None:
         total = sum(self.counter.total.values())
         runner.message_hub.update_info(COUNT_KEY, dict(self.counter.total))
+        runner.message_hub.update_info(UPDATES_KEY,
+                                       dict(self.counter.updates))
         runner.message_hub.update_scalar(f'train/{COUNT_KEY}', total)
         if self.counter.skipped_now and outputs:
             bad = [k for k, v in outputs.items() if _not_finite(v)]
@@ -68,9 +83,24 @@ class NonFiniteGuardHook(Hook):
                 runner.logger.warning(
                     f'iteration {runner.iter + 1}: non-finite terms {bad}')
 
+    def after_train_epoch(self, runner) -> None:
+        if self.counter.total != self._epoch_total:
+            runner.logger.warning(
+                f'epoch {runner.epoch + 1}: non-finite updates skipped; '
+                f'so far {self.counter.summary()}')
+            self._epoch_total = dict(self.counter.total)
+
+    def after_train(self, runner) -> None:
+        if self.counter.total:
+            runner.logger.warning('non-finite updates skipped in this run: '
+                                  + self.counter.summary())
+        self.counter.check_trained('the run stops with an error')
+
 
 def _not_finite(value) -> bool:
+    if hasattr(value, 'detach'):
+        value = value.detach()
     try:
         return not math.isfinite(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):  # not a scalar
         return False

@@ -5,13 +5,18 @@ continues exactly where the saved run stopped.
 
 * each checkpoint written to ``NAME.partial``, flushed, then renamed, and
   ``last_checkpoint`` replaced atomically after it; with ``max_keep_ckpts``
-  the old checkpoints are deleted only after the new one is in place;
+  the old checkpoints are deleted only after the new one is in place (a
+  deletion a kill prevented is done when the run resumes);
+* at the start of training, what killed runs left behind is removed
+  (``last_checkpoint.tmp<PID>``, ``*.pth.partial``);
 * no checkpoint written when the model, its EMA or the optimizer state
   holds NaN/Inf (the run stops with :class:`NonFiniteStateError` naming
   the tensors);
 * the random states of every process saved (``checkpoint['random_states']``,
   one per rank) and, on resume, restored just before the first epoch (or
-  iteration) that follows, so the resumed run draws the same numbers;
+  iteration) that follows, so the resumed run draws the same numbers (the
+  data loader's own draw lined up, see
+  :mod:`~decq_plugin.engine.dataloader_rng`);
 * validation during training leaves the random states as it found them
   (the resumed run does not repeat the validation that followed the save);
 * a ``load_from`` checkpoint that fits the model only in part is an error
@@ -33,15 +38,20 @@ from mmengine.runner import IterBasedTrainLoop
 from mmengine.runner.checkpoint import get_state_dict
 
 from decq_plugin.registry import HOOKS
-from .. import random_state
+from .. import dataloader_rng, random_state
 from ..checkpoint import check_state_fit
 from ..checkpoint_errors import StateDictMismatchError
 from ..checkpoint_files import (LAST_CHECKPOINT, atomic_write_text,
-                                non_finite_entries, publish)
+                                non_finite_entries, publish,
+                                remove_stale_temporaries)
+from ..non_finite import SkipCounter
 from ..process_count import check_process_count
 
 PARTIAL_SUFFIX = '.partial'
 ALLOW_PARTIAL_KEY = 'allow_partial_load_from'
+#: message-hub key: steps of old checkpoints to delete once the new one is
+#: in place (saved with it, so a resume deletes what a kill left).
+PENDING_DELETE_KEY = 'ckpt_pending_delete'
 
 
 class NonFiniteStateError(RuntimeError):
@@ -81,17 +91,32 @@ class ResumableCheckpointHook(CheckpointHook):
                                       'optimizer')
         return bad
 
+    def _check_trained(self, runner, name: str) -> None:
+        """No checkpoint of weights that no update ever reached (every
+        update skipped by ``NonFiniteGuardHook``)."""
+        for hook in runner.hooks:
+            counter = getattr(hook, 'counter', None)
+            if isinstance(counter, SkipCounter):
+                counter.check_trained(
+                    f'not writing checkpoint {name} in {self.out_dir}')
+
     def _save_checkpoint_with_step(self, runner, step, meta):
+        self._check_trained(runner, self.filename_tmpl.format(step))
         if self.check_finite:
             bad = self._non_finite_state(runner)
             if bad:
+                if self.last_ckpt:
+                    last = (f'The last checkpoint written, {self.last_ckpt},'
+                            ' is finite: resume from it (tools/train.py '
+                            'CONFIG --resume)')
+                else:
+                    last = ('No checkpoint was written before in this run: '
+                            'start it again')
                 raise NonFiniteStateError(
                     f'not saving checkpoint {self.filename_tmpl.format(step)}'
                     f' in {self.out_dir}: {len(bad)} tensors hold NaN/Inf, '
-                    f'e.g. {bad[:5]}. The last checkpoint written, '
-                    f'{self.last_ckpt!r}, is finite: resume from it '
-                    '(tools/train.py CONFIG --resume), after looking for bad '
-                    'data or lowering the learning rate. A non-finite loss or '
+                    f'e.g. {bad[:5]}. {last}, after looking for bad data or '
+                    'lowering the learning rate. A non-finite loss or '
                     'gradient is skipped by NonFiniteGuardHook '
                     '(default_hooks.non_finite); is it in the config?')
         if not isinstance(self.file_backend, LocalBackend):
@@ -106,6 +131,7 @@ class ResumableCheckpointHook(CheckpointHook):
             self.keep_ckpt_ids.append(step)
             runner.message_hub.update_info('keep_ckpt_ids',
                                            list(self.keep_ckpt_ids))
+        runner.message_hub.update_info(PENDING_DELETE_KEY, list(dropped))
         name = self.filename_tmpl.format(step)
         final = osp.join(self.out_dir, name)
         self.last_ckpt = final
@@ -123,10 +149,25 @@ class ResumableCheckpointHook(CheckpointHook):
             return
         publish(final + PARTIAL_SUFFIX, final)
         atomic_write_text(osp.join(runner.work_dir, LAST_CHECKPOINT), final)
-        for old in dropped:  # only now that the new one is complete
+        self._delete_old(runner, dropped)
+
+    def _delete_old(self, runner, steps: List[int]) -> None:
+        """Delete the checkpoints of ``steps`` (not kept ones)."""
+        for old in steps:  # only now that the new one is complete
             path = osp.join(self.out_dir, self.filename_tmpl.format(old))
-            if path != final and osp.isfile(path):
+            if old not in self.keep_ckpt_ids and osp.isfile(path):
                 os.remove(path)
+        runner.message_hub.update_info(PENDING_DELETE_KEY, [])
+
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        if not (is_main_process() and
+                isinstance(self.file_backend, LocalBackend)):
+            return
+        remove_stale_temporaries(runner.work_dir, self.out_dir)
+        pending = runner.message_hub.get_info(PENDING_DELETE_KEY) or []
+        if self.max_keep_ckpts > 0 and pending:
+            self._delete_old(runner, [int(s) for s in pending])
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if self._states_to_save is not None:
@@ -187,6 +228,7 @@ class ResumableCheckpointHook(CheckpointHook):
         # Before the epoch's data loader iterator draws its base seed.
         if self._state_to_restore is not None and not isinstance(
                 runner.train_loop, IterBasedTrainLoop):
+            dataloader_rng.settle_before_restore(runner.train_dataloader)
             self._restore_pending()
 
     def before_train_iter(self, runner, batch_idx: int,
@@ -194,6 +236,8 @@ class ResumableCheckpointHook(CheckpointHook):
         # Iteration-based loops skip the consumed batches first.
         if self._state_to_restore is not None:
             self._restore_pending()
+            dataloader_rng.replay_after_restore(runner.train_dataloader,
+                                                runner.iter)
         super().before_train_iter(runner, batch_idx, data_batch)
 
     def before_val(self, runner) -> None:

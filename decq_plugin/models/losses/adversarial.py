@@ -43,7 +43,7 @@ def generator_hinge_loss(logits_fake: torch.Tensor) -> torch.Tensor:
 ADAPTIVE_BATCHES = ('local', 'global')
 
 
-def _average_over_processes(grad: torch.Tensor) -> torch.Tensor:
+def average_over_processes(grad: torch.Tensor) -> torch.Tensor:
     """The mean of ``grad`` over all processes (itself when not
     distributed): the gradient of the mean loss over the global batch."""
     import torch.distributed as dist
@@ -98,6 +98,6 @@ def adaptive_weight(rec_loss: torch.Tensor,
         if grad is None:
             raise ValueError(f'{name} does not depend on last_layer')
         grads.append(grad if batch == 'local' else
-                     _average_over_processes(grad))
+                     average_over_processes(grad))
     weight = grads[0].norm() / (grads[1].norm() + eps)
     return weight.clamp(0.0, max_weight).detach()
