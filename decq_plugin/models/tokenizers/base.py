@@ -116,16 +116,25 @@ class BaseTokenizer(BaseModule):
         if check_range:
             check_image_range(images)
 
+    def _as_model_dtype(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` cast to the floating dtype of the tokenizer's weights
+        (float64 or float16 inputs to a float32 model and the like)."""
+        weight = next(self.parameters(), None)
+        if weight is None or images.dtype == weight.dtype:
+            return images
+        return images.to(weight.dtype)
+
     def encode(self,
                images: torch.Tensor,
                normalize: bool = True,
                check_range: bool = True) -> Latents:
         """Images ``[B,3,S,S]`` (``S = image_size``) in [0,1] -> latents
         (normalised when the tokenizer has statistics and ``normalize`` is
-        true). Wrong inputs are refused (:meth:`check_images`);
+        true). Wrong inputs are refused (:meth:`check_images`); other float
+        dtypes (float64 ...) are cast to the weights' dtype;
         ``check_range=False`` skips the value check and its device sync."""
         self.check_images(images, check_range)
-        latents = self.encode_raw(images)
+        latents = self.encode_raw(self._as_model_dtype(images))
         return self.normalizer.normalize(latents) if normalize else latents
 
     def decode_raw(self, latents: Latents) -> torch.Tensor:
@@ -149,7 +158,8 @@ class BaseTokenizer(BaseModule):
         """Images -> reconstructions, both ``[B,3,S,S]`` in [0,1]; inputs
         are checked as in :meth:`encode`."""
         self.check_images(images, check_range)
-        return self.decode(self.encode_raw(images), normalized=False)
+        return self.decode(self.encode_raw(self._as_model_dtype(images)),
+                           normalized=False)
 
     def noise_augment(self,
                       latents: Latents,
