@@ -25,6 +25,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from decq_plugin.engine.checkpoint_files import \
     resolve_auto_resume  # noqa: E402
+from decq_plugin.engine.finished_run import \
+    finished_run_message  # noqa: E402
 from decq_plugin.utils import register_all_modules  # noqa: E402
 from decq_plugin.utils.config_check import \
     check_registered_types  # noqa: E402
@@ -136,6 +138,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     set_matmul_precision(cfg.get('precision', 'fp32'))
     # --resume without a file: the newest *complete* checkpoint.
     resolve_auto_resume(cfg)
+    finished = finished_run_message(cfg, args.config)
+    if finished:
+        print(finished)
+        return
     runner = build_runner(cfg)
     runner.train()
 

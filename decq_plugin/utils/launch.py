@@ -11,6 +11,7 @@ from decq_plugin.registry import SCOPE
 from .config_check import ALLOW_UNKNOWN_KEY, check_top_level_keys
 from .constructor_check import check_constructor_keys, key_verdict
 from .quiet_imports import import_pkg_resources_quietly
+from .schedule import fit_schedule_to_max_epochs, schedule_length_option
 from .setup_env import register_config_package
 
 # Optim wrapper types that ``--amp`` may switch to ``AmpOptimWrapper``.
@@ -89,7 +90,10 @@ def load_config(path: str, cfg_options: Optional[Dict] = None) -> Config:
         path: config file; ``_base_`` may use ``'decq_plugin::...'``.
         cfg_options: dotted keys to override (``--cfg-options``); keys not in
             the config are added, with a warning unless the class of their
-            dict takes them.
+            dict takes them. A new ``train_cfg.max_epochs`` moves the
+            epoch-based schedulers' ends with it
+            (:func:`~.schedule.fit_schedule_to_max_epochs`) unless
+            ``param_scheduler`` keys are given too.
 
     Raises:
         FileNotFoundError: no config file at ``path``.
@@ -107,6 +111,7 @@ def load_config(path: str, cfg_options: Optional[Dict] = None) -> Config:
     import_pkg_resources_quietly()
     register_config_package()
     cfg = Config.fromfile(path)
+    old_epochs = cfg.get('train_cfg', {}).get('max_epochs')
     if cfg_options:
         # A key the config leaves out but its class takes is no typo; one
         # its class refuses stops the run below (unless allowed).
@@ -121,6 +126,13 @@ def load_config(path: str, cfg_options: Optional[Dict] = None) -> Config:
                   'they are added as new keys (check the spelling).',
                   file=sys.stderr)
         cfg.merge_from_dict(cfg_options)
+        if schedule_length_option(cfg_options) and isinstance(old_epochs,
+                                                              int):
+            changes = fit_schedule_to_max_epochs(cfg, old_epochs)
+            if changes:
+                print(f'train_cfg.max_epochs={cfg.train_cfg.max_epochs} '
+                      f'(config: {old_epochs}): the schedule follows it: '
+                      + '; '.join(changes), file=sys.stderr)
     check_top_level_keys(cfg, path)
     if not cfg.get(ALLOW_UNKNOWN_KEY, False):
         # Misspelt keys inside model / hook / loop ... dicts, before any of
