@@ -49,6 +49,7 @@ from tqdm import tqdm
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from decq_plugin.apis import build_tokenizer_from_config  # noqa: E402
+from decq_plugin.utils.preflight import preflight_or_exit  # noqa: E402
 from decq_plugin.datasets.latent_dataset import (  # noqa: E402
     META_FILE, LatentShardWriter, read_meta_file, verify_folder)
 from decq_plugin.datasets.sample_seed import (  # noqa: E402
@@ -339,6 +340,7 @@ def main(argv=None) -> dict:
     init_launcher(args.launcher)
     rank, world_size = get_dist_info()
     checkpoint = None if args.checkpoint == 'none' else args.checkpoint
+    preflight_or_exit('extract_latents.py', args.config, args.cfg_options, (f'data:{args.split}', 'model_files') + (() if checkpoint else ('vfm', )), {'checkpoint': checkpoint, 'latent statistics file (--stats)': None if str(args.stats).lower() == 'none' else args.stats}, weights_from_checkpoint=bool(checkpoint))  # noqa: E501
     if checkpoint:
         check_file(checkpoint, 'checkpoint')
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')

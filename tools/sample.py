@@ -64,6 +64,7 @@ from decq_plugin.apis.precision import (  # noqa: E402
     INFERENCE_PRECISIONS, default_inference_precision, inference_precision,
     prepare_inference)
 from decq_plugin.datasets.class_labels import ClassLabelDataset  # noqa: E402
+from decq_plugin.utils.preflight import preflight_or_exit  # noqa: E402
 from decq_plugin.engine.checkpoint import (  # noqa: E402
     CheckpointFormatError, StateDictMismatchError, safe_load_checkpoint)
 from decq_plugin.utils.launch import (check_file, init_launcher,  # noqa: E402
@@ -386,6 +387,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     init_launcher(args.launcher)
     rank, world_size = get_dist_info()
+    preflight_or_exit('sample.py', args.config, args.cfg_options, ('model_files', ), {'checkpoint': args.checkpoint, '--reference': args.reference}, inception=args.metrics and not args.feature_extractor and (args.inception_weights or True), weights_from_checkpoint=True)  # noqa: E501
     check_file(args.checkpoint, 'checkpoint')
     if args.reference is not None and not osp.exists(args.reference):
         raise FileNotFoundError(f'--reference {args.reference!r} not found')

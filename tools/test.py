@@ -23,6 +23,8 @@ from decq_plugin.engine.checkpoint import (  # noqa: E402
 from decq_plugin.utils import register_all_modules  # noqa: E402
 from decq_plugin.utils.config_check import \
     check_registered_types  # noqa: E402
+from decq_plugin.utils.preflight import (TEST_PARTS,  # noqa: E402
+                                         preflight_or_exit)
 from decq_plugin.utils.launch import (  # noqa: E402
     add_launcher_arguments, build_runner, check_file, export_local_rank,
     load_config, resolve_work_dir)
@@ -90,6 +92,8 @@ def dump_metrics(metrics: Dict[str, Any], path: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    preflight_or_exit('test.py', args.config, args.cfg_options, TEST_PARTS,
+                      {'checkpoint': args.checkpoint})
     try:
         cfg = merge_args(load_config(args.config, args.cfg_options), args)
     except (FileNotFoundError, ValueError) as error:

@@ -30,6 +30,8 @@ from decq_plugin.engine.finished_run import \
 from decq_plugin.utils import register_all_modules  # noqa: E402
 from decq_plugin.utils.config_check import \
     check_registered_types  # noqa: E402
+from decq_plugin.utils.preflight import (TRAIN_PARTS,  # noqa: E402
+                                         preflight_or_exit)
 from decq_plugin.utils.launch import (  # noqa: E402
     PRECISIONS, add_launcher_arguments, apply_precision, build_runner,
     check_file, choose_precision, export_local_rank, is_remote, load_config,
@@ -120,6 +122,11 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    # Every missing file at once (data, weights, checkpoints), named by the
+    # config key that sets it, before anything is built.
+    preflight_or_exit('train.py', args.config, args.cfg_options, TRAIN_PARTS,
+                      {'--resume checkpoint': None if args.resume in (None, 'auto')
+                       else args.resume})
     try:
         cfg = merge_args(load_config(args.config, args.cfg_options), args)
     except (FileNotFoundError, ValueError) as error:
