@@ -22,10 +22,11 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from decq_plugin.apis.convert_rae import convert_rae_checkpoint  # noqa: E402
 from decq_plugin.models.rae_layout import RAELayoutError  # noqa: E402
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument('config', help='stage-1 or stage-2 config')
     parser.add_argument('--out', required=True, help='checkpoint to write')
     parser.add_argument('--decoder', help='RAE pixel decoder (model.pt)')

@@ -57,13 +57,14 @@ from decq_plugin.datasets.sample_seed import (  # noqa: E402
 from decq_plugin.registry import DATASETS  # noqa: E402
 from decq_plugin.utils.launch import (check_file, init_launcher,  # noqa: E402
                                       load_config)
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 DTYPES = ('float16', 'bfloat16', 'float32')
 CONFIG_TRANSFORM = 'config'
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument('config', nargs='?',
                         help='stage-1 or stage-2 config')
     parser.add_argument('checkpoint', nargs='?', help="tokenizer checkpoint "

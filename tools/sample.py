@@ -72,13 +72,14 @@ from decq_plugin.utils.launch import (check_file, init_launcher,  # noqa: E402
 from decq_plugin.utils.images import (ROUNDING_MODES,  # noqa: E402
                                       to_uint8 as quantize)
 from decq_plugin.utils.npz import save_npz_streamed  # noqa: E402
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 METRIC_NAMES = ('fid', 'is', 'precision', 'recall', 'sfid')
 SETTINGS_FILE = 'sampling.json'
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument('config', help='stage-2 config')
     parser.add_argument('checkpoint', help='stage-2 checkpoint')
     parser.add_argument('--out-dir', required=True)

@@ -28,6 +28,7 @@ from decq_plugin.engine.checkpoint_files import \
 from decq_plugin.engine.finished_run import \
     finished_run_message  # noqa: E402
 from decq_plugin.utils import register_all_modules  # noqa: E402
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 from decq_plugin.utils.config_check import \
     check_registered_types  # noqa: E402
 from decq_plugin.utils.preflight import (TRAIN_PARTS,  # noqa: E402
@@ -40,7 +41,7 @@ from decq_plugin.utils.launch import (  # noqa: E402
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Parse the command line (``argv`` defaults to ``sys.argv[1:]``)."""
-    parser = argparse.ArgumentParser(description='Train a model')
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument('config', help='train config file path')
     parser.add_argument(
         '--work-dir',
@@ -82,8 +83,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--cfg-options',
         nargs='+',
         action=DictAction,
-        help='override config entries, e.g. train_cfg.max_iters=10 '
-        'model.decoder.depth=2 (lists: key="[a,b]")')
+        help='override config entries, e.g. train_cfg.max_epochs=2 '
+        'model.tokenizer.condenser.num_queries=4 (lists: '
+        'model.tokenizer.condenser.layers="[0,3]")')
     add_launcher_arguments(parser)
     args = parser.parse_args(argv)
     export_local_rank(args)

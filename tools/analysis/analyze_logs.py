@@ -17,6 +17,7 @@ import math
 import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence
+from decq_plugin.utils.cli import doc_summary
 
 DEFAULT_KEYS = ('loss', 'lr', 'img/s')
 
@@ -122,9 +123,9 @@ def plot(runs: Dict[str, Dict[str, tuple]], keys: Sequence[str],
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split('\n')[0],
+        description=doc_summary(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split('\n', 1)[1])
+        epilog=__doc__.split('\n\n', 1)[1])
     parser.add_argument('logs', nargs='+',
                         help='work dirs or scalars.json files')
     parser.add_argument('--keys', nargs='+', default=list(DEFAULT_KEYS))

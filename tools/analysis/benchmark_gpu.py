@@ -47,6 +47,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 import torch
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
@@ -63,7 +64,7 @@ HEADLINE_ROWS = ('rae', 'decq', 'token-major', 'rae-code')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = argparse.ArgumentParser(description=doc_summary(__doc__))
     p.add_argument('--out-dir', default=os.environ.get('OUT') or
                    osp.join(ROOT, 'docs', 'benchmarks'))
     p.add_argument('--parts', default=','.join(PARTS))

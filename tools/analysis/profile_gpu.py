@@ -44,6 +44,7 @@ from collections import defaultdict
 from typing import Callable, Dict, List, Optional
 
 import torch
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
@@ -65,7 +66,7 @@ bench = _load_script(osp.join(osp.dirname(__file__), 'benchmark_gpu.py'),
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = argparse.ArgumentParser(description=doc_summary(__doc__))
     p.add_argument('--out-dir', default=os.environ.get('OUT') or '.')
     p.add_argument('--parts', default=','.join(PARTS))
     p.add_argument('--dit-variants', default=DIT_VARIANTS)
