@@ -126,9 +126,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     # Every missing file at once (data, weights, checkpoints), named by the
     # config key that sets it, before anything is built.
+    resume_file = None if args.resume in (None, 'auto') else args.resume
     preflight_or_exit('train.py', args.config, args.cfg_options, TRAIN_PARTS,
-                      {'--resume checkpoint': None if args.resume in (None, 'auto')
-                       else args.resume})
+                      {'--resume checkpoint': resume_file})
     try:
         cfg = merge_args(load_config(args.config, args.cfg_options), args)
     except (FileNotFoundError, ValueError) as error:

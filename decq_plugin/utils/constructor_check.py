@@ -13,11 +13,12 @@ Types are looked up by name in this package's registries, their MMEngine
 parents and the parents' other children (nothing is imported by dotted
 name); a type that none of them knows is left to the registry. ``**kwargs``
 is followed to the base class for the classes known to forward it there
-(this package's classes, ``AmpOptimWrapper``, the scheduler mixins) and to the classes that
-receive it (``EMAHook`` -> its ``ema_type``); any other ``**kwargs``
-accepts everything. Typeless ``train_cfg`` / ``val_cfg`` / ``test_cfg``
-are checked against the loop MMEngine builds for them, typeless
-``*_dataloader`` dicts against ``torch.utils.data.DataLoader``.
+(this package's classes, ``AmpOptimWrapper``, the scheduler mixins) and
+to the classes that receive it (``EMAHook`` -> its ``ema_type``); any
+other ``**kwargs`` accepts everything. Typeless ``train_cfg`` (with
+``by_epoch``), ``val_cfg`` and ``test_cfg`` are checked against the loop
+MMEngine builds for them, typeless ``*_dataloader`` dicts against
+``torch.utils.data.DataLoader``.
 """
 import difflib
 import inspect
@@ -29,7 +30,9 @@ BUILDER_KEYS = frozenset({'type', '_scope_', 'priority',
                           'paramwise_cfg'})
 #: Keys of a typeless dataloader dict that MMEngine builds itself.
 _DATALOADER_PARTS = frozenset({'dataset', 'sampler', 'batch_sampler',
-                               'collate_fn', 'worker_init_fn'})
+                               'collate_fn', 'worker_init_fn',
+                               'num_batch_per_epoch',
+                               'disable_subprocess_warning'})
 #: Classes outside this package whose ``**kwargs`` go to their base class.
 _FORWARDS_TO_BASE = frozenset({
     'mmengine.optim.optimizer.amp_optimizer_wrapper.AmpOptimWrapper',
@@ -42,7 +45,8 @@ class UnknownArgumentError(ValueError):
 
 
 def _qualname(obj: Any) -> str:
-    return f'{getattr(obj, "__module__", "")}.{getattr(obj, "__qualname__", "")}'
+    module = getattr(obj, '__module__', '')
+    return f'{module}.{getattr(obj, "__qualname__", "")}'
 
 
 def resolve_type(name: str) -> Optional[Callable]:
@@ -151,8 +155,10 @@ def _dataloader_keys() -> FrozenSet[str]:
         _DATALOADER_PARTS
 
 
-def _problems(cfg: Dict, path: str, target: Optional[Callable],
-              keys: Optional[FrozenSet[str]], what: str) -> List[str]:
+def _problems(cfg: Dict, path: str, keys: Optional[FrozenSet[str]],
+              what: str) -> List[str]:
+    """One line per key of ``cfg`` (at ``path``) that ``what`` (a class
+    taking ``keys``; None: anything) does not take."""
     if keys is None:
         return []
     lines = []
@@ -178,7 +184,7 @@ def unknown_constructor_keys(cfg: Any) -> List[str]:
             kind = node.get('type')
             if isinstance(kind, str):
                 target = resolve_type(kind)
-                lines.extend(_problems(node, path, target,
+                lines.extend(_problems(node, path,
                                        accepted_keys(target, node), kind))
             for key, value in node.items():
                 walk(value, f'{path}.{key}' if path else str(key))
@@ -193,10 +199,9 @@ def unknown_constructor_keys(cfg: Any) -> List[str]:
                 loop = _loop_for(key, value)
                 keys = accepted_keys(loop)
                 keys = None if keys is None else keys | {'by_epoch'}
-                lines.extend(_problems(value, key, loop, keys,
-                                       loop.__name__))
+                lines.extend(_problems(value, key, keys, loop.__name__))
             elif key.endswith('_dataloader'):
-                lines.extend(_problems(value, key, None, _dataloader_keys(),
+                lines.extend(_problems(value, key, _dataloader_keys(),
                                        'DataLoader'))
         walk(value, str(key))
     return lines

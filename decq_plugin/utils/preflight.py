@@ -364,7 +364,6 @@ def preflight_or_exit(tool: str, config: str,
                  '\n'.join(f'  - {line}' for line in lines))
 
 
-
 #: What ``tools/train.py`` and ``tools/test.py`` read.
 TRAIN_PARTS = ('data:train', 'data:val', 'vfm', 'losses', 'model_files',
                'metrics:val')

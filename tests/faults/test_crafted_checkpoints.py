@@ -202,8 +202,8 @@ def test_no_loading_path_runs_checkpoint_content(tmp_path, latents):
     with LatentShardWriter(pt_folder, 4, 'pt') as writer:
         writer.add({'patch': torch.zeros(4, 32, 4, 4),
                     'query': torch.zeros(4, 8, 32)}, [0, 1, 2, 3])
-    paths.append(('.pt latent shard', lambda f: _pt_shard_path(pt_folder,
-                                                              f)))
+    paths.append(('.pt latent shard',
+                  lambda f: _pt_shard_path(pt_folder, f)))
     outcomes = []
     for name, call in paths:
         for kind, f in files.items():

@@ -111,4 +111,3 @@ def test_one_epoch_drops_the_phase_that_never_starts():
     assert cfg['param_scheduler'][1]['end'] == 16  # iteration-based
     assert changes == ['param_scheduler[1] (CosineAnnealingLR): dropped '
                        '(it began at epoch 1)']
-
