@@ -116,13 +116,13 @@ class BaseTokenizer(BaseModule):
         if check_range:
             check_image_range(images)
 
-    def _as_model_dtype(self, images: torch.Tensor) -> torch.Tensor:
-        """``images`` cast to the floating dtype of the tokenizer's weights
-        (float64 or float16 inputs to a float32 model and the like)."""
+    def _as_model_dtype(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` (images or latents) cast to the floating dtype of the
+        tokenizer's weights (float64 inputs to a float32 model ...)."""
         weight = next(self.parameters(), None)
-        if weight is None or images.dtype == weight.dtype:
-            return images
-        return images.to(weight.dtype)
+        if weight is None or tensor.dtype == weight.dtype:
+            return tensor
+        return tensor.to(weight.dtype)
 
     def encode(self,
                images: torch.Tensor,
@@ -148,6 +148,7 @@ class BaseTokenizer(BaseModule):
         """Latents (as :meth:`encode` returns them) -> images ``[B,3,S,S]``
         in [0,1] (unclamped when ``clamp`` is false)."""
         check_latents(latents, self.latent_shapes)
+        latents = {k: self._as_model_dtype(v) for k, v in latents.items()}
         if normalized:
             latents = self.normalizer.denormalize(latents)
         images = self.decode_raw(latents)

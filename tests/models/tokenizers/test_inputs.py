@@ -123,3 +123,12 @@ def test_float64_images_are_cast(tok, method):
     else:
         assert got.dtype == torch.float32
         torch.testing.assert_close(got, want)
+
+
+def test_float64_latents_are_cast(tok):
+    with torch.no_grad():
+        latents = tok.encode(_images())
+        want = tok.decode(latents)
+        got = tok.decode({k: v.double() for k, v in latents.items()})
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want)
