@@ -31,7 +31,7 @@ def main(argv: Optional[List[str]] = None) -> str:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.cfg_options)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         sys.exit(f'print_config.py: error: {err}')
     text = cfg.pretty_text
     print(f'Config: {args.config}\n{text}')
