@@ -20,7 +20,9 @@ argument) that sets its path, then exits without a traceback:
 
 Nothing here opens a network connection when ``HF_HUB_OFFLINE=1`` (the
 tools' and tests' setting for "no network"); otherwise one connection
-attempt (3 s) decides whether hub files may still be downloaded.
+attempt (3 s) decides whether hub files may still be downloaded, and when
+it fails the process goes offline (``HF_HUB_OFFLINE=1``), so that cached
+weights load without hub retries.
 """
 import contextlib
 import io
@@ -49,7 +51,17 @@ def network_is_off() -> bool:
             _online = True
         except OSError:
             _online = False
+            _hub_offline()
     return not _online
+
+
+def _hub_offline() -> None:
+    """Put huggingface_hub (and so timm) in offline mode for this process:
+    cached files are used without a connection attempt and its retries."""
+    os.environ['HF_HUB_OFFLINE'] = '1'
+    constants = sys.modules.get('huggingface_hub.constants')
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
 
 
 def _hub_dir() -> str:

@@ -118,10 +118,14 @@ def test_network_off_without_the_variable(monkeypatch):
     def unreachable(*args, **kwargs):
         raise OSError('network is unreachable')
 
+    import huggingface_hub.constants as hub
     monkeypatch.delenv('HF_HUB_OFFLINE')
+    monkeypatch.setattr(hub, 'HF_HUB_OFFLINE', False)
     monkeypatch.setattr(socket, 'create_connection', unreachable)
     monkeypatch.setattr(preflight, '_online', None)
     assert preflight.network_is_off()
+    # ... and the process is offline now: no hub retries later.
+    assert os.environ['HF_HUB_OFFLINE'] == '1' and hub.is_offline_mode()
 
 
 def test_nothing_missing_when_every_file_is_there(tmp_path, monkeypatch):
