@@ -105,6 +105,14 @@ def timm_weights_source(model_name: str) -> str:
     return f"timm's weights for {model_name!r}"
 
 
+class _NetworkOff:
+    """True when the network is off; asks :func:`network_is_off` only when
+    used (a tool whose files are all local never probes)."""
+
+    def __bool__(self) -> bool:
+        return network_is_off()
+
+
 class _Report:
     """Problems as ``key: what not found: path`` lines, each key once."""
 
@@ -145,8 +153,8 @@ def _walk(node: Any, path: str):
 
 
 def _hub_file(report: _Report, key: str, model_name: str, what: str,
-              offline: bool) -> None:
-    if offline and timm_weights_cached(model_name) is None:
+              offline: _NetworkOff) -> None:
+    if timm_weights_cached(model_name) is None and offline:
         report.add(key, f'not set, and the {what} weights of '
                    f'{model_name!r} are not in the local cache and the '
                    f'network is off: download '
@@ -154,7 +162,7 @@ def _hub_file(report: _Report, key: str, model_name: str, what: str,
                    '(or pretrained=False for random weights)')
 
 
-def _vfm(report: _Report, key: str, enc: Mapping, offline: bool) -> None:
+def _vfm(report: _Report, key: str, enc: Mapping, offline: _NetworkOff) -> None:
     if not enc.get('pretrained', True):
         return
     path = enc.get('weights_path')
@@ -171,7 +179,7 @@ def _vfm(report: _Report, key: str, enc: Mapping, offline: bool) -> None:
 
 
 def _losses(report: _Report, key: str, node: Mapping,
-            offline: bool) -> None:
+            offline: _NetworkOff) -> None:
     kind = node.get('type')
     if kind == 'DINODiscriminator' and node.get('pretrained', True):
         if node.get('weights_path'):
@@ -191,7 +199,7 @@ def _losses(report: _Report, key: str, node: Mapping,
             report.file(f'{key}.trunk_weights_path',
                         node['trunk_weights_path'],
                         f'LPIPS trunk, torchvision {file_name}')
-        elif offline and not osp.isfile(osp.join(_hub_dir(), file_name)):
+        elif not osp.isfile(osp.join(_hub_dir(), file_name)) and offline:
             report.add(f'{key}.trunk_weights_path',
                        f'not set, and the LPIPS {net} trunk {file_name} is '
                        f'not in {_hub_dir()} and the network is off: '
@@ -214,7 +222,7 @@ def _model_files(report: _Report, model: Mapping,
                     'latent statistics')
 
 
-def _inception(report: _Report, key: str, spec: Any, offline: bool) -> None:
+def _inception(report: _Report, key: str, spec: Any, offline: _NetworkOff) -> None:
     from decq_plugin.evaluation.inception import (
         INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL,
         default_inception_weights_path)
@@ -225,7 +233,7 @@ def _inception(report: _Report, key: str, spec: Any, offline: bool) -> None:
     if path:
         report.file(f'{key}.weights_path', path,
                     f'FID Inception-v3 weights {INCEPTION_WEIGHTS_FILE}')
-    elif offline and not osp.isfile(default_inception_weights_path()):
+    elif not osp.isfile(default_inception_weights_path()) and offline:
         how = (f'{key}.weights_path=PATH' if spec else
                f'{key}.type=InceptionV3FeatureExtractor '
                f'{key}.weights_path=PATH')
@@ -236,7 +244,7 @@ def _inception(report: _Report, key: str, spec: Any, offline: bool) -> None:
                    f'or set {how}')
 
 
-def _metrics(report: _Report, cfg: Any, split: str, offline: bool) -> None:
+def _metrics(report: _Report, cfg: Any, split: str, offline: _NetworkOff) -> None:
     evaluator = cfg.get(f'{split}_evaluator')
     if not evaluator or (split == 'val' and not cfg.get('val_cfg')):
         return
@@ -295,7 +303,7 @@ def missing_files(cfg: Any, parts: Sequence[str],
         weights_from_checkpoint: the tool's checkpoint holds the VFM and the
             nested checkpoints' parts (they are not read).
     """
-    offline = network_is_off()
+    offline = _NetworkOff()  # probed only when a hub file is not cached
     report = _Report()
     for name, path in (files or {}).items():
         report.file('', path, name, folder=None)
@@ -325,7 +333,7 @@ def missing_files(cfg: Any, parts: Sequence[str],
         from decq_plugin.evaluation.inception import (
             INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL,
             default_inception_weights_path)
-        if offline and not osp.isfile(default_inception_weights_path()):
+        if not osp.isfile(default_inception_weights_path()) and offline:
             report.add('--inception-weights',
                        f'not given, and {INCEPTION_WEIGHTS_FILE} is not at '
                        f'{default_inception_weights_path()!r} and the '

@@ -129,6 +129,13 @@ def test_network_off_without_the_variable(monkeypatch):
 
 
 def test_nothing_missing_when_every_file_is_there(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError('the network was tried')
+
+    # Online as far as the variable says, yet no file needs the network.
+    monkeypatch.delenv('HF_HUB_OFFLINE')
+    monkeypatch.setattr(socket, 'create_connection', no_network)
+    monkeypatch.setattr(preflight, '_online', None)
     monkeypatch.chdir(tmp_path)
     for split in ('train', 'val'):
         (tmp_path / 'data' / 'imagenet' / split).mkdir(parents=True)
