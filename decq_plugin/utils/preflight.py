@@ -162,7 +162,8 @@ def _hub_file(report: _Report, key: str, model_name: str, what: str,
                    '(or pretrained=False for random weights)')
 
 
-def _vfm(report: _Report, key: str, enc: Mapping, offline: _NetworkOff) -> None:
+def _vfm(report: _Report, key: str, enc: Mapping,
+         offline: _NetworkOff) -> None:
     if not enc.get('pretrained', True):
         return
     path = enc.get('weights_path')
@@ -222,7 +223,8 @@ def _model_files(report: _Report, model: Mapping,
                     'latent statistics')
 
 
-def _inception(report: _Report, key: str, spec: Any, offline: _NetworkOff) -> None:
+def _inception(report: _Report, key: str, spec: Any,
+               offline: _NetworkOff) -> None:
     from decq_plugin.evaluation.inception import (
         INCEPTION_WEIGHTS_FILE, INCEPTION_WEIGHTS_URL,
         default_inception_weights_path)
@@ -244,7 +246,8 @@ def _inception(report: _Report, key: str, spec: Any, offline: _NetworkOff) -> No
                    f'or set {how}')
 
 
-def _metrics(report: _Report, cfg: Any, split: str, offline: _NetworkOff) -> None:
+def _metrics(report: _Report, cfg: Any, split: str,
+             offline: _NetworkOff) -> None:
     evaluator = cfg.get(f'{split}_evaluator')
     if not evaluator or (split == 'val' and not cfg.get('val_cfg')):
         return
