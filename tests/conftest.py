@@ -22,6 +22,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
 
+from decq_plugin.testing.tree_guard import new_entries, tree_entries  # noqa: E402,E501
+
 SCOPE = 'decq_plugin'
 
 
@@ -50,6 +52,22 @@ def pytest_configure(config) -> None:
 
 def pytest_sessionfinish(session, exitstatus) -> None:
     shutil.rmtree(_CACHE_ROOT, ignore_errors=True)
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='session', autouse=True)
+def source_tree_unchanged():
+    """Fail the session when a test leaves a new file or folder in the
+    repository (tests write only under their temporary folders)."""
+    before = tree_entries(REPO_ROOT)
+    yield
+    added = new_entries(before, tree_entries(REPO_ROOT))
+    if added:
+        pytest.fail('the test session left files in the source tree (tests '
+                    'must write only under their tmp folders): '
+                    + ', '.join(sorted(added)), pytrace=False)
 
 
 @pytest.fixture

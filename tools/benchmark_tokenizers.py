@@ -51,15 +51,16 @@ from decq_plugin.benchmark.suite import (  # noqa: E402
     parse_assignments, select, set_checkpoints, set_image_size, validate)
 from decq_plugin.evaluation.inception import (  # noqa: E402
     InceptionWeightsError)
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 DATASET_KINDS = ('imagenet', 'folder', 'demo')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split('\n')[0],
+        description=doc_summary(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split('\n', 1)[1])
+        epilog=__doc__.split('\n\n', 1)[1])
     what = parser.add_argument_group('what to compare')
     what.add_argument('--suite', help='suite name (see --list-suites) or a '
                       'suite JSON file')

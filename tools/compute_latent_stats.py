@@ -25,10 +25,11 @@ from decq_plugin.models.tokenizers.latent_stats import \
     LatentStatsAccumulator  # noqa: E402
 from decq_plugin.utils.launch import (check_file, init_launcher,  # noqa: E402
                                       load_config)
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument('config')
     parser.add_argument('checkpoint', help="stage-1 checkpoint ('none' for "
                         'the random weights of the config)')

@@ -31,10 +31,11 @@ from decq_plugin.apis.convert_rae import convert_rae_checkpoint  # noqa: E402
 from decq_plugin.apis.import_diffusers import \
     convert_diffusers_rae  # noqa: E402
 from decq_plugin.models.rae_layout import RAELayoutError  # noqa: E402
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument('config', help='stage-1 or stage-2 config')
     parser.add_argument('--out', required=True, help='checkpoint to write')
     parser.add_argument('--diffusers', metavar='FOLDER',

@@ -48,16 +48,18 @@ from decq_plugin.apis.extraction_inputs import (  # noqa: E402,F401
     resolve_stats, set_center_crop, tokenizer_config)
 from decq_plugin.apis.latent_extraction import (  # noqa: E402,F401
     DTYPES, extract_latents, extract_rank, merge_rank_folders, read_meta)
+from decq_plugin.utils.preflight import preflight_or_exit  # noqa: E402
 from decq_plugin.datasets.latent_dataset import (  # noqa: E402
     verify_folder, verify_summary)
 from decq_plugin.utils.launch import (check_file, init_launcher,  # noqa: E402
                                       load_config)
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 CONFIG_TRANSFORM = 'config'
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument('config', nargs='?',
                         help='stage-1 or stage-2 config')
     parser.add_argument('checkpoint', nargs='?', help="tokenizer checkpoint "
@@ -127,6 +129,7 @@ def main(argv=None) -> dict:
     init_launcher(args.launcher)
     rank, world_size = get_dist_info()
     checkpoint = None if args.checkpoint == 'none' else args.checkpoint
+    preflight_or_exit('extract_latents.py', args.config, args.cfg_options, (f'data:{args.split}', 'model_files') + (() if checkpoint else ('vfm', )), {'checkpoint': checkpoint, 'latent statistics file (--stats)': None if str(args.stats).lower() == 'none' else args.stats}, weights_from_checkpoint=bool(checkpoint))  # noqa: E501
     if checkpoint:
         check_file(checkpoint, 'checkpoint')
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')

@@ -62,12 +62,14 @@ from decq_plugin.apis.sampling_model import (  # noqa: E402,F401
 from decq_plugin.utils.images import ROUNDING_MODES  # noqa: E402
 from decq_plugin.utils.launch import (check_file, init_launcher,  # noqa: E402
                                       load_config)
+from decq_plugin.utils.preflight import preflight_or_exit  # noqa: E402
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 METRIC_NAMES = ('fid', 'is', 'precision', 'recall', 'sfid')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument('config', help='stage-2 config')
     parser.add_argument('checkpoint', help='stage-2 checkpoint')
     parser.add_argument('--out-dir', required=True)
@@ -155,6 +157,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     init_launcher(args.launcher)
     rank, world_size = get_dist_info()
+    preflight_or_exit('sample.py', args.config, args.cfg_options, ('model_files', ), {'checkpoint': args.checkpoint, '--reference': args.reference}, inception=args.metrics and not args.feature_extractor and (args.inception_weights or True), weights_from_checkpoint=True)  # noqa: E501
     check_file(args.checkpoint, 'checkpoint')
     if args.reference is not None and not osp.exists(args.reference):
         raise FileNotFoundError(f'--reference {args.reference!r} not found')

@@ -21,8 +21,11 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from decq_plugin.engine.checkpoint import (  # noqa: E402
     CheckpointError, check_checkpoint_keys)
 from decq_plugin.utils import register_all_modules  # noqa: E402
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 from decq_plugin.utils.config_check import \
     check_registered_types  # noqa: E402
+from decq_plugin.utils.preflight import (TEST_PARTS,  # noqa: E402
+                                         preflight_or_exit)
 from decq_plugin.utils.launch import (  # noqa: E402
     add_launcher_arguments, build_runner, check_file, export_local_rank,
     load_config, resolve_work_dir)
@@ -30,7 +33,7 @@ from decq_plugin.utils.launch import (  # noqa: E402
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Parse the command line (``argv`` defaults to ``sys.argv[1:]``)."""
-    parser = argparse.ArgumentParser(description='Test (evaluate) a model')
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument(
@@ -90,6 +93,8 @@ def dump_metrics(metrics: Dict[str, Any], path: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    preflight_or_exit('test.py', args.config, args.cfg_options, TEST_PARTS,
+                      {'checkpoint': args.checkpoint})
     try:
         cfg = merge_args(load_config(args.config, args.cfg_options), args)
     except (FileNotFoundError, ValueError) as error:

@@ -27,9 +27,14 @@ from decq_plugin.engine.checkpoint_files import \
     resolve_auto_resume  # noqa: E402
 from decq_plugin.engine.process_count import \
     ProcessCountChangeError  # noqa: E402
+from decq_plugin.engine.finished_run import \
+    finished_run_message  # noqa: E402
 from decq_plugin.utils import register_all_modules  # noqa: E402
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 from decq_plugin.utils.config_check import \
     check_registered_types  # noqa: E402
+from decq_plugin.utils.preflight import (TRAIN_PARTS,  # noqa: E402
+                                         preflight_or_exit)
 from decq_plugin.utils.launch import (  # noqa: E402
     PRECISIONS, add_launcher_arguments, apply_precision, build_runner,
     check_file, choose_precision, export_local_rank, is_remote, load_config,
@@ -38,7 +43,7 @@ from decq_plugin.utils.launch import (  # noqa: E402
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Parse the command line (``argv`` defaults to ``sys.argv[1:]``)."""
-    parser = argparse.ArgumentParser(description='Train a model')
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument('config', help='train config file path')
     parser.add_argument(
         '--work-dir',
@@ -80,8 +85,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--cfg-options',
         nargs='+',
         action=DictAction,
-        help='override config entries, e.g. train_cfg.max_iters=10 '
-        'model.decoder.depth=2 (lists: key="[a,b]")')
+        help='override config entries, e.g. train_cfg.max_epochs=2 '
+        'model.tokenizer.condenser.num_queries=4 (lists: '
+        'model.tokenizer.condenser.layers="[0,3]")')
     add_launcher_arguments(parser)
     args = parser.parse_args(argv)
     export_local_rank(args)
@@ -120,6 +126,11 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    # Every missing file at once (data, weights, checkpoints), named by the
+    # config key that sets it, before anything is built.
+    resume_file = None if args.resume in (None, 'auto') else args.resume
+    preflight_or_exit('train.py', args.config, args.cfg_options, TRAIN_PARTS,
+                      {'--resume checkpoint': resume_file})
     try:
         cfg = merge_args(load_config(args.config, args.cfg_options), args)
     except (FileNotFoundError, ValueError) as error:
@@ -138,6 +149,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     set_matmul_precision(cfg.get('precision', 'fp32'))
     # --resume without a file: the newest *complete* checkpoint.
     resolve_auto_resume(cfg)
+    finished = finished_run_message(cfg, args.config)
+    if finished:
+        print(finished)
+        return
     runner = build_runner(cfg)
     try:
         runner.train()

@@ -156,12 +156,9 @@ def meta_image_size(cfg: Config) -> int:
 def _weights_source(encoder: dict) -> str:
     """Which file a VFM encoder config wants, for the error message."""
     if encoder.get('type') == 'TimmViTEncoder':
-        import timm
-        name = encoder.get('model_name', 'vit_base_patch14_reg4_dinov2')
-        cfg = timm.models.get_pretrained_cfg(name)
-        if cfg is not None and cfg.hf_hub_id:
-            return (f'model.safetensors of https://huggingface.co/'
-                    f'{cfg.hf_hub_id}')
+        from decq_plugin.utils.preflight import timm_weights_source
+        return timm_weights_source(
+            encoder.get('model_name', 'vit_base_patch14_reg4_dinov2'))
     return 'the VFM weight file'
 
 

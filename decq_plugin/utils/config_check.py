@@ -9,11 +9,13 @@ runner reads (close to one, or named like one: ``*_cfg``, ``*_dataloader``,
 ``*_evaluator``, ``*_hooks``). Opt out with ``allow_unknown_keys = True`` in
 the config (or ``--cfg-options allow_unknown_keys=True``).
 
-Keys nested in a dict that is built into a class are checked by the class
-(an unexpected keyword argument is a ``TypeError``; ``arch`` dicts list
-their allowed keys). A ``type`` that no registry knows but that is close to
-a registered name (``AutoencoderModle``) is refused before the runner is
-built, with the name it probably means (:func:`check_registered_types`).
+Keys nested in a dict that is built into a class are checked against the
+class's arguments before anything is built
+(:mod:`decq_plugin.utils.constructor_check`; ``arch`` dicts list their
+allowed keys when built). A ``type`` that no registry knows but that is
+close to a registered name (``AutoencoderModle``) is refused before the
+runner is built, with the name it probably means
+(:func:`check_registered_types`).
 """
 import difflib
 import inspect

@@ -10,8 +10,10 @@ from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
 
 from decq_plugin.registry import SCOPE
-from .config_check import check_top_level_keys
+from .config_check import ALLOW_UNKNOWN_KEY, check_top_level_keys
+from .constructor_check import check_constructor_keys, key_verdict
 from .quiet_imports import import_pkg_resources_quietly
+from .schedule import fit_schedule_to_max_epochs, schedule_length_option
 from .setup_env import register_config_package
 
 # Optim wrapper types that ``--amp`` may switch to ``AmpOptimWrapper``.
@@ -89,7 +91,19 @@ def load_config(path: str, cfg_options: Optional[Dict] = None) -> Config:
     Args:
         path: config file; ``_base_`` may use ``'decq_plugin::...'``.
         cfg_options: dotted keys to override (``--cfg-options``); keys not in
-            the config are added, with a warning.
+            the config are added, with a warning unless the class of their
+            dict takes them. A new ``train_cfg.max_epochs`` moves the
+            epoch-based schedulers' ends with it
+            (:func:`~.schedule.fit_schedule_to_max_epochs`) unless
+            ``param_scheduler`` keys are given too.
+
+    Raises:
+        FileNotFoundError: no config file at ``path``.
+        ValueError: a misspelt top-level key
+            (:func:`~.config_check.check_top_level_keys`) or a key that the
+            class of its dict does not take
+            (:func:`~.constructor_check.check_constructor_keys`); both are
+            skipped with ``allow_unknown_keys = True``.
 
     Returns:
         The config, with ``default_scope`` set to ``'decq_plugin'`` unless
@@ -99,15 +113,33 @@ def load_config(path: str, cfg_options: Optional[Dict] = None) -> Config:
     import_pkg_resources_quietly()
     register_config_package()
     cfg = Config.fromfile(path)
+    old_epochs = cfg.get('train_cfg', {}).get('max_epochs')
     if cfg_options:
-        missing = unknown_keys(cfg, cfg_options)
+        # A key the config leaves out but its class takes is no typo; one
+        # its class refuses stops the run below (unless allowed).
+        check_classes = not (cfg_options.get(ALLOW_UNKNOWN_KEY)
+                             or cfg.get(ALLOW_UNKNOWN_KEY, False))
+        missing = [key for key in unknown_keys(cfg, cfg_options)
+                   if key_verdict(cfg, key) is None
+                   or (key_verdict(cfg, key) is False and not check_classes)]
         if missing:
             # On stderr, not through `warnings`: filters must not hide it.
             print(f'WARNING: --cfg-options keys not in {path}: {missing}; '
                   'they are added as new keys (check the spelling).',
                   file=sys.stderr)
         cfg.merge_from_dict(cfg_options)
+        if schedule_length_option(cfg_options) and isinstance(old_epochs,
+                                                              int):
+            changes = fit_schedule_to_max_epochs(cfg, old_epochs)
+            if changes:
+                print(f'train_cfg.max_epochs={cfg.train_cfg.max_epochs} '
+                      f'(config: {old_epochs}): the schedule follows it: '
+                      + '; '.join(changes), file=sys.stderr)
     check_top_level_keys(cfg, path)
+    if not cfg.get(ALLOW_UNKNOWN_KEY, False):
+        # Misspelt keys inside model / hook / loop ... dicts, before any of
+        # them is built.
+        check_constructor_keys(cfg, path)
     cfg.setdefault('default_scope', SCOPE)
     drop_function_scopes(cfg)
     return cfg

@@ -26,7 +26,11 @@ pytestmark = pytest.mark.slow
 
 
 def _source(marker: str) -> str:
-    return f'import pathlib\npathlib.Path({marker!r}).touch()\nx = 1\n'
+    # No import statement: MMEngine parses a config lazily (imports become
+    # placeholders, calls fail) when it takes an import for third-party,
+    # which it does for the standard library in a virtualenv whose base
+    # Python lives elsewhere. A builtin call runs under either parser.
+    return f'open({marker!r}, "w").close()\nx = 1\n'
 
 
 class _RunsCode:
@@ -77,8 +81,22 @@ def _try(fn, *args, **kwargs) -> str:
     return ''
 
 
-def test_payload_is_live(tmp_path):
-    # Control: stock MMEngine parsing of meta['config'] runs the source.
+@pytest.mark.parametrize('stdlib_is_builtin', [True, False],
+                         ids=['system-python', 'virtualenv'])
+def test_payload_is_live(tmp_path, monkeypatch, stdlib_is_builtin):
+    # Control: stock MMEngine parsing of meta['config'] runs the source,
+    # whether MMEngine takes the standard library for built-in (system
+    # Python, conda) or for third-party (a virtualenv whose base Python
+    # lives elsewhere; MMEngine then parses imports lazily).
+    import mmengine.config.config as mm_config
+    import mmengine.config.utils as mm_utils
+    real = mm_utils._is_builtin_module
+
+    def is_builtin(name: str) -> bool:
+        return real(name) if stdlib_is_builtin else False
+
+    monkeypatch.setattr(mm_config, '_is_builtin_module', is_builtin)
+    monkeypatch.setattr(mm_utils, '_is_builtin_module', is_builtin)
     marker = tmp_path / 'ran'
     Config.fromstring(_source(str(marker)), file_format='.py')
     assert marker.exists()
@@ -184,8 +202,8 @@ def test_no_loading_path_runs_checkpoint_content(tmp_path, latents):
     with LatentShardWriter(pt_folder, 4, 'pt') as writer:
         writer.add({'patch': torch.zeros(4, 32, 4, 4),
                     'query': torch.zeros(4, 8, 32)}, [0, 1, 2, 3])
-    paths.append(('.pt latent shard', lambda f: _pt_shard_path(pt_folder,
-                                                              f)))
+    paths.append(('.pt latent shard',
+                  lambda f: _pt_shard_path(pt_folder, f)))
     outcomes = []
     for name, call in paths:
         for kind, f in files.items():

@@ -105,7 +105,9 @@ def test_two_processes_both_stages(tmp_path):
     images = sorted(Path(data_root, 'val').rglob('*.JPEG'))[:2]
     grid = str(tmp_path / 'grid.png')
     smoke.load_tool('reconstruct').main(
-        [cfg1, ckpt1, *map(str, images), '--grid', grid, '--device', 'cpu'])
+        [cfg1, ckpt1, *map(str, images), '--grid', grid, '--device', 'cpu',
+         '--out-dir', str(tmp_path / 'recon')])
+    assert len(list((tmp_path / 'recon').glob('*_recon.png'))) == 2
     assert osp.getsize(grid) > 0
 
     # -- stage 2 on the latents of that checkpoint -------------------------

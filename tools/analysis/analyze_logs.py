@@ -21,6 +21,7 @@ import math
 import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 DEFAULT_KEYS = ('loss', 'lr', 'img/s')
 
@@ -147,9 +148,9 @@ def plot(runs: Dict[str, Dict[str, tuple]], keys: Sequence[str],
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split('\n')[0],
+        description=doc_summary(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split('\n', 1)[1])
+        epilog=__doc__.split('\n\n', 1)[1])
     parser.add_argument('logs', nargs='+',
                         help='work dirs or scalars.json files')
     parser.add_argument('--keys', nargs='+', default=list(DEFAULT_KEYS))

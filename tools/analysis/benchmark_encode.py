@@ -25,6 +25,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 
 from decq_plugin.registry import MODELS  # noqa: E402
 from decq_plugin.utils.launch import load_config  # noqa: E402
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 RAE = 'configs/rae/rae_dinov2-b-reg_vit-xl_8xb64-16e_in1k-256.py'
@@ -32,7 +33,7 @@ DECQ = 'configs/decq/decq_q8-l0369_dinov2-b-reg_vit-xl_8xb64-16e_in1k-256.py'
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument('--rae-config', default=osp.join(ROOT, RAE))
     parser.add_argument('--decq-config', default=osp.join(ROOT, DECQ))
     parser.add_argument('--device', default='cpu')

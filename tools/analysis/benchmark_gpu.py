@@ -40,6 +40,7 @@ import argparse
 import os
 import os.path as osp
 import sys
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
@@ -54,7 +55,7 @@ from decq_plugin.benchmark.gpu.dit_step import HEADLINE_ROWS  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = argparse.ArgumentParser(description=doc_summary(__doc__))
     p.add_argument('--out-dir', default=os.environ.get('OUT') or
                    osp.join(ROOT, 'docs', 'benchmarks'))
     p.add_argument('--parts', default=','.join(PARTS))

@@ -32,10 +32,11 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
 from decq_plugin.registry import MODELS  # noqa: E402
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument('--out-dir', default='.')
     parser.add_argument('--parts', default='encoder,decoder,dit')
     parser.add_argument('--dit-arch', default='XL')

@@ -22,6 +22,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 from decq_plugin.registry import MODELS  # noqa: E402
 from decq_plugin.utils.flops import denoiser_costs, tokenizer_costs  # noqa
 from decq_plugin.utils.launch import load_config  # noqa: E402
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 DEFAULT_CONFIGS = [
     'configs/rae/rae_dinov2-b-reg_vit-xl_8xb64-16e_in1k-256.py',
@@ -31,7 +32,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument('configs', nargs='*',
                         default=[osp.join(ROOT, c) for c in DEFAULT_CONFIGS])
     parser.add_argument('--dit-arch', default='XL',

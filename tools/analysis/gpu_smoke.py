@@ -42,6 +42,7 @@ import subprocess
 import sys
 import time
 from typing import Dict, List, Optional
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
@@ -560,7 +561,7 @@ def to_markdown(results: Dict) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument('--out-dir', default=os.environ.get('OUT') or
                         'work_dirs/gpu_smoke')
     parser.add_argument('--gpus', type=int, nargs='+', default=[1])

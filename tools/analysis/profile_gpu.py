@@ -38,6 +38,7 @@ import os
 import os.path as osp
 import sys
 import time  # noqa: F401  (tests fake its clock for PhaseTimer)
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
@@ -51,7 +52,7 @@ from decq_plugin.benchmark.gpu.stage1_phases import PhaseTimer  # noqa
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = argparse.ArgumentParser(description=doc_summary(__doc__))
     p.add_argument('--out-dir', default=os.environ.get('OUT') or '.')
     p.add_argument('--parts', default=','.join(PARTS))
     p.add_argument('--dit-variants', default=','.join(DIT_VARIANTS))

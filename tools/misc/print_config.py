@@ -15,10 +15,11 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
 from decq_plugin.utils.launch import load_config  # noqa: E402
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument('config', help='config file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries (key=value)')
@@ -30,7 +31,7 @@ def main(argv: Optional[List[str]] = None) -> str:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.cfg_options)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         sys.exit(f'print_config.py: error: {err}')
     text = cfg.pretty_text
     print(f'Config: {args.config}\n{text}')

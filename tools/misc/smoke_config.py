@@ -43,6 +43,7 @@ from decq_plugin.testing import (make_imagenet_folder,  # noqa: E402
                                  save_module_checkpoint, shrink_overrides,
                                  write_shrunk_config)
 from decq_plugin.testing import shrink  # noqa: E402
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 from decq_plugin.utils.launch import load_config  # noqa: E402
 
 _TOOL_CACHE: Dict[str, object] = {}
@@ -300,7 +301,7 @@ def smoke_suite(suite_file: str, work_dir: str,
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description='Run a config end to end on the CPU, shrunk in size')
+        description=doc_summary(__doc__))
     parser.add_argument('config')
     parser.add_argument('--work-dir', default=None,
                         help='output folder (default: a temporary one, '

@@ -15,6 +15,8 @@ optim_wrapper = dict(
                    weight_decay=0.0, fused=True),  # one kernel per step
     clip_grad=dict(max_norm=1.0))
 
+# --cfg-options train_cfg.max_epochs=N moves the ends below to N (and N // 2)
+# (decq_plugin/utils/schedule.py).
 param_scheduler = [
     dict(type='ConstantLR', factor=1.0, by_epoch=True, begin=0,
          end=max_epochs // 2, convert_to_iter_based=True),

@@ -18,6 +18,8 @@ optim_wrapper = dict(
     tokenizer=dict(type='OptimWrapper', optimizer=_adamw),
     discriminator=dict(type='OptimWrapper', optimizer=_adamw))
 
+# --cfg-options train_cfg.max_epochs=N moves the ends below to N (and N // 2)
+# (decq_plugin/utils/schedule.py).
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=1,
          convert_to_iter_based=True),

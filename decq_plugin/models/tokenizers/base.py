@@ -116,16 +116,25 @@ class BaseTokenizer(BaseModule):
         if check_range:
             check_image_range(images)
 
+    def _as_model_dtype(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` (images or latents) cast to the floating dtype of the
+        tokenizer's weights (float64 inputs to a float32 model ...)."""
+        weight = next(self.parameters(), None)
+        if weight is None or tensor.dtype == weight.dtype:
+            return tensor
+        return tensor.to(weight.dtype)
+
     def encode(self,
                images: torch.Tensor,
                normalize: bool = True,
                check_range: bool = True) -> Latents:
         """Images ``[B,3,S,S]`` (``S = image_size``) in [0,1] -> latents
         (normalised when the tokenizer has statistics and ``normalize`` is
-        true). Wrong inputs are refused (:meth:`check_images`);
+        true). Wrong inputs are refused (:meth:`check_images`); other float
+        dtypes (float64 ...) are cast to the weights' dtype;
         ``check_range=False`` skips the value check and its device sync."""
         self.check_images(images, check_range)
-        latents = self.encode_raw(images)
+        latents = self.encode_raw(self._as_model_dtype(images))
         return self.normalizer.normalize(latents) if normalize else latents
 
     def decode_raw(self, latents: Latents) -> torch.Tensor:
@@ -139,6 +148,7 @@ class BaseTokenizer(BaseModule):
         """Latents (as :meth:`encode` returns them) -> images ``[B,3,S,S]``
         in [0,1] (unclamped when ``clamp`` is false)."""
         check_latents(latents, self.latent_shapes)
+        latents = {k: self._as_model_dtype(v) for k, v in latents.items()}
         if normalized:
             latents = self.normalizer.denormalize(latents)
         images = self.decode_raw(latents)
@@ -149,7 +159,8 @@ class BaseTokenizer(BaseModule):
         """Images -> reconstructions, both ``[B,3,S,S]`` in [0,1]; inputs
         are checked as in :meth:`encode`."""
         self.check_images(images, check_range)
-        return self.decode(self.encode_raw(images), normalized=False)
+        return self.decode(self.encode_raw(self._as_model_dtype(images)),
+                           normalized=False)
 
     def noise_augment(self,
                       latents: Latents,

@@ -108,3 +108,27 @@ def test_api_built_tokenizer_checks_inputs():
         str(ROOT / 'configs/demo/decq_tiny_1xb8-16e_demo-64.py'))
     with pytest.raises(ValueError, match='takes 64x64 images'):
         tok.encode(_images(32))
+
+
+@pytest.mark.parametrize('method', ['encode', 'reconstruct'])
+def test_float64_images_are_cast(tok, method):
+    images = _images()
+    with torch.no_grad():
+        want = getattr(tok, method)(images)
+        got = getattr(tok, method)(images.double())
+    if method == 'encode':
+        assert got['patch'].dtype == torch.float32
+        torch.testing.assert_close(got['patch'], want['patch'])
+        torch.testing.assert_close(got['query'], want['query'])
+    else:
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want)
+
+
+def test_float64_latents_are_cast(tok):
+    with torch.no_grad():
+        latents = tok.encode(_images())
+        want = tok.decode(latents)
+        got = tok.decode({k: v.double() for k, v in latents.items()})
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want)
