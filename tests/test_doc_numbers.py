@@ -53,13 +53,13 @@ def test_untagged_measurements_are_found():
              'in 0.94 ms. Targets: >= 525 img/s, at most 100 GiB, At least '
              '300 img/s, at most x1.10. Settings: 0.75 x GAN, (2 x 256), '
              '16 epochs, torch 2.11, CLIP-B/16, `12 ms` in code.\n'
-             '```\n1.5 ms\n```\n    7 min\n')
+             '```\n1.5 ms\n```\n    7 min\nAbout 4 minutes.\n')
     found = [(p.line, p.message.split(':')[0])
              for p in doc_numbers.untagged(head + table + prose)]
     assert sorted(found) == sorted([
         (4, '212.7'), (5, '211.6'), (8, '239 TFLOP'), (8, '84%'),
         (8, 'x1.25'), (8, '3.3x'), (8, '196.4M'), (8, '2.0 GB'),
-        (9, '0.94 ms')]), found
+        (9, '0.94 ms'), (13, '4 minutes')]), found
     assert 'quote it from a JSON' in doc_numbers.untagged('5 ms')[0].message
 
 

@@ -51,7 +51,8 @@ CODE_SPAN = re.compile(r'`[^`\n]*`')
 MEASURED = re.compile(
     r'(?<![\w.\-/=^])(?:x\d+(?:\.\d+)?(?![\w.])|\d+(?:,\d{3})*(?:\.\d+)?'
     r'(?:x(?!\w)|\s?(?:%|img/s|images/s|steps/s|GiB|GB|MiB|MB|TB/s|'
-    r'TFLOP(?:/s)?|GFLOPs?|dB)(?!\w)|\s(?:ms|s|min)\b|M\b))')
+    r'TFLOPs?(?:/s)?|GFLOPs?|dB)(?!\w)'
+    r'|\s(?:ms|s|min|minutes|seconds|hours)\b|M\b))')
 CELL_NUMBER = re.compile(r'(?<![\w.=])\d+(?:\.\d+)?(?![\w.])')
 TARGET = re.compile(r'(?:[<>]=|\bat most|\bat least)\s*$', re.IGNORECASE)
 #: Where quoted numbers may come from: measurements, and the suites' copies
