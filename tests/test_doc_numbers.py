@@ -59,7 +59,7 @@ def test_untagged_measurements_are_found():
     assert sorted(found) == sorted([
         (4, '212.7'), (5, '211.6'), (8, '239 TFLOP'), (8, '84%'),
         (8, 'x1.25'), (8, '3.3x'), (8, '196.4M'), (8, '2.0 GB'),
-        (9, '0.94 ms'), (13, '4 minutes')]), found
+        (9, '0.94 ms'), (14, '4 minutes')]), found
     assert 'quote it from a JSON' in doc_numbers.untagged('5 ms')[0].message
 
 
