@@ -22,6 +22,13 @@ The convention, invisible once rendered:
 
 ``--update`` keeps each number's decimals, sign and thousands separators, so
 a table follows its JSON after a benchmark is rerun.
+
+A number without a reference is refused where it reads as a measurement:
+with a unit of one (``%``, ``img/s``, ``GiB``, ``ms``, ``TFLOP/s``, ``dB``,
+``M`` parameters, a ratio ``x1.07`` or ``3.3x``; targets after ``>=``,
+``<=``, "at most" or "at least" are not measurements), or in a table
+column where another cell quotes a JSON. Code (fenced, indented, in
+backticks) is not read.
 """
 import argparse
 import ast
@@ -30,7 +37,8 @@ import operator
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
+from typing import (Any, Callable, Dict, Iterator, List, NamedTuple, Optional,
+                    Tuple)
 
 ROOT = Path(__file__).resolve().parents[2]
 JSON_DIRECTIVE = re.compile(r'<!--\s*json:\s*(\S+?)\s*-->')
@@ -39,6 +47,14 @@ REFERENCE = re.compile(
     rf'(?P<num>{NUMBER})(?P<pct>%?)<!--=\s*(?P<expr>.*?)\s*-->')
 PATH = re.compile(r'\{([^{}]+)\}')
 CODE_SPAN = re.compile(r'`[^`\n]*`')
+#: A number with the unit of a measurement (or a ratio), as prose quotes it.
+MEASURED = re.compile(
+    r'(?<![\w.\-/=^])(?:x\d+(?:\.\d+)?(?![\w.])|\d+(?:,\d{3})*(?:\.\d+)?'
+    r'(?:x(?!\w)|\s?(?:%|img/s|images/s|steps/s|GiB|GB|MiB|MB|TB/s|'
+    r'TFLOPs?(?:/s)?|GFLOPs?|dB)(?!\w)'
+    r'|\s(?:ms|s|min|minutes|seconds|hours)\b|M\b))')
+CELL_NUMBER = re.compile(r'(?<![\w.=])\d+(?:\.\d+)?(?![\w.])')
+TARGET = re.compile(r'(?:[<>]=|\bat most|\bat least)\s*$', re.IGNORECASE)
 #: Where quoted numbers may come from: measurements, and the suites' copies
 #: of the paper's numbers (``paper`` of each tokenizer).
 SOURCES = ('docs/benchmarks/', 'configs/benchmark/')
@@ -60,6 +76,11 @@ class Reference(NamedTuple):
     quoted: str
     json_file: Optional[str]
     expr: str
+
+
+class Problem(NamedTuple):
+    line: int
+    message: str
 
 
 def default_documents(root: Path = ROOT) -> List[Path]:
@@ -84,6 +105,55 @@ def references(text: str) -> Iterator[Reference]:
         yield Reference(text.count('\n', 0, m.start()) + 1, m.start('num'),
                         m.end('num'), m.group('num'),
                         in_force[-1] if in_force else None, m.group('expr'))
+
+
+def _blank_code_and_references(text: str) -> str:
+    """``text`` with code, references and comments removed, line by line
+    (line numbers kept)."""
+    text = re.sub(r'```.*?```', lambda m: '\n' * m.group(0).count('\n'),
+                  text, flags=re.S)
+    text = re.sub(r'^(?: {4}|\t).*$', '', text, flags=re.M)
+    text = REFERENCE.sub('\0', text)
+    text = re.sub(r'<!--.*?-->', lambda m: '\n' * m.group(0).count('\n'),
+                  text, flags=re.S)
+    text = CODE_SPAN.sub('', text)
+    return re.sub(r'\]\([^)\n]*\)', ']', text)
+
+
+def _table_columns_untagged(lines: List[str]) -> Iterator[Tuple[int, str]]:
+    """(line, number) of numbers without a reference in the table columns
+    where some cell quotes a JSON (``lines``: the raw document)."""
+    block: List[tuple] = []
+    for i, line in enumerate(lines + [''], 1):
+        if line.startswith('|'):
+            block.append((i, line.strip().strip('|').split('|')))
+            continue
+        body, block = block[2:], []
+        tagged = {j for _, cells in body for j, cell in enumerate(cells)
+                  if '<!--=' in cell}
+        for row, cells in body:
+            for j in sorted(tagged & set(range(len(cells)))):
+                bare = _blank_code_and_references(cells[j]).replace('\0', '')
+                bare = re.sub(r'(?:[<>]=|at most|at least)\s*x?\d+(?:\.\d+)?',
+                              '', bare, flags=re.IGNORECASE)
+                for number in CELL_NUMBER.findall(bare):
+                    yield row, number
+
+
+def untagged(text: str) -> List[Problem]:
+    """Numbers of ``text`` that read as measurements but name no JSON."""
+    problems = [Problem(row, f'{number}: in a column that quotes a JSON, '
+                        'without <!--= EXPR -->')
+                for row, number in _table_columns_untagged(text.splitlines())]
+    for i, line in enumerate(_blank_code_and_references(text).splitlines(), 1):
+        for m in MEASURED.finditer(line):
+            if not TARGET.search(line[:m.start()]):
+                problems.append(Problem(i, f'{m.group(0)}: a measurement '
+                                        'without <!--= EXPR --> (quote it '
+                                        'from a JSON, say it is not '
+                                        'recorded, or write a target '
+                                        'after >= or "at most")'))
+    return sorted(set(problems))
 
 
 def lookup(data: Any, path: str) -> Any:
@@ -179,11 +249,6 @@ def formatted(quoted: str, value: float) -> str:
     return text
 
 
-class Problem(NamedTuple):
-    line: int
-    message: str
-
-
 def check_text(text: str, root: Path = ROOT) -> List[Problem]:
     """Problems of the references of ``text`` (empty: all numbers agree)."""
     cache: Dict[str, Any] = {}
@@ -255,7 +320,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             if new != text:
                 doc.write_text(new, encoding='utf-8')
                 print(f'updated {doc}')
-        for problem in check_text(doc.read_text(encoding='utf-8')):
+        text = doc.read_text(encoding='utf-8')
+        for problem in check_text(text) + untagged(text):
             print(f'{doc}:{problem.line}: {problem.message}', file=sys.stderr)
             failed += 1
     return 1 if failed else 0
