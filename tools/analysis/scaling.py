@@ -23,6 +23,7 @@ from typing import List, Optional
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 from decq_plugin.benchmark.scaling import (measure, to_markdown,  # noqa: E402
                                            write_results)
 
@@ -34,7 +35,7 @@ STAGES = [
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument('--configs', nargs='+', default=STAGES,
                         help='stage-1 and/or stage-2 configs (default: the '
                         'DecQ tokenizer and DiT-DH-XL DecQ recipes)')
