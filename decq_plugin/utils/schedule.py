@@ -49,8 +49,11 @@ def fit_schedule_to_max_epochs(cfg: Any, old: int) -> List[str]:
         new_end = _rescaled(end, old, new)
         if isinstance(new_end, int) and new_end > new:
             new_end = new
-        if isinstance(new_begin, int) and new_begin >= new:
-            changes.append(f'{name}: dropped (it began at epoch {begin})')
+        if (isinstance(new_begin, int) and new_begin >= new) or (
+                isinstance(new_begin, int) and isinstance(new_end, int)
+                and new_end <= new_begin):
+            changes.append(f'{name}: dropped (epochs [{begin}, {end}) '
+                           f'leave nothing of a {new}-epoch run)')
             continue
         if (new_begin, new_end) != (begin, end):
             entry['begin'], entry['end'] = new_begin, new_end

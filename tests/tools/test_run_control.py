@@ -110,4 +110,12 @@ def test_one_epoch_drops_the_phase_that_never_starts():
     assert [s['type'] for s in cfg['param_scheduler']] == ['LinearLR', 'X']
     assert cfg['param_scheduler'][1]['end'] == 16  # iteration-based
     assert changes == ['param_scheduler[1] (CosineAnnealingLR): dropped '
-                       '(it began at epoch 1)']
+                       '(epochs [1, 16) leave nothing of a 1-epoch run)']
+
+
+def test_stage2_in_one_epoch_keeps_a_valid_schedule():
+    """The constant half of a 40-epoch schedule is empty at 1 epoch: it is
+    dropped, not kept as [0, 0) (which MMEngine refuses)."""
+    cfg = load_config(LDM, {'train_cfg.max_epochs': 1})
+    assert [(s.type, s.begin, s.end) for s in cfg.param_scheduler] == [
+        ('LinearLR', 0, 1)]
