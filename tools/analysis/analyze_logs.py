@@ -21,6 +21,9 @@ import math
 import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
+    __file__)))))
 from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 DEFAULT_KEYS = ('loss', 'lr', 'img/s')

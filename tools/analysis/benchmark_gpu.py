@@ -40,10 +40,11 @@ import argparse
 import os
 import os.path as osp
 import sys
-from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
+
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 # The names below are also what tools/analysis/gpu_smoke.py uses.
 from decq_plugin.benchmark.gpu import (Plan, env_info,  # noqa: E402,F401

@@ -42,10 +42,11 @@ import subprocess
 import sys
 import time
 from typing import Dict, List, Optional
-from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
+
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 STAGE1 = 'configs/decq/decq_q8-l0369_dinov2-b-reg_vit-xl_8xb64-16e_in1k-256.py'
 STAGE2 = ('configs/ldm/ldm_dit-dh-xl_decq-q8-l0369-dinov2-b-reg_'

@@ -38,10 +38,11 @@ import os
 import os.path as osp
 import sys
 import time  # noqa: F401  (tests fake its clock for PhaseTimer)
-from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
+
+from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
 from decq_plugin.benchmark.gpu import Plan, env_info  # noqa: E402
 from decq_plugin.benchmark.gpu.dit_variants import parse_variant  # noqa
