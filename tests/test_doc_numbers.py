@@ -133,6 +133,13 @@ def test_the_checker_catches_stale_numbers(tmp_path):
         head + '8.9<!--= {y.json:copy \\/ cast/ms} -->', tmp_path) == []
     ratio = head + 'x2.71<!--= {y.json:img_s} / {rows/0/psnr} * 3 / 9 -->'
     assert doc_numbers.check_text(ratio, tmp_path) == []
+    # a stale number names the file(s) its expression reads
+    other, = doc_numbers.check_text(head + '157<!--= {y.json:img_s} -->',
+                                    tmp_path)
+    assert other.message.startswith(
+        '157 but docs/benchmarks/y.json gives 158')
+    both, = doc_numbers.check_text(ratio.replace('2.71', '2.8'), tmp_path)
+    assert 'y.json and docs/benchmarks/x.json gives' in both.message
 
     example = '`<!-- json: docs/benchmarks/z.json -->` `1<!--= {a} -->`\n'
     assert doc_numbers.check_text(example + good, tmp_path) == []

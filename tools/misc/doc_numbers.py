@@ -249,6 +249,19 @@ def formatted(quoted: str, value: float) -> str:
     return text
 
 
+def _sources(ref: 'Reference') -> str:
+    """The JSON file(s) ``ref``'s expression reads, for messages."""
+    paths = re.findall(r'\{((?:[^{}\\]|\\.)*)\}', ref.expr)
+    names = []
+    for path in paths:
+        other, colon, _ = path.partition(':')
+        name = (f'docs/benchmarks/{other}'
+                if colon and other.endswith('.json') else ref.json_file)
+        if name not in names:
+            names.append(name)
+    return ' and '.join(str(n) for n in names) or str(ref.json_file)
+
+
 def check_text(text: str, root: Path = ROOT) -> List[Problem]:
     """Problems of the references of ``text`` (empty: all numbers agree)."""
     cache: Dict[str, Any] = {}
@@ -262,7 +275,7 @@ def check_text(text: str, root: Path = ROOT) -> List[Problem]:
             continue
         if not matches(ref.quoted, value):
             problems.append(Problem(
-                ref.line, f'{ref.quoted} but {ref.json_file} gives '
+                ref.line, f'{ref.quoted} but {_sources(ref)} gives '
                 f'{formatted(ref.quoted, value)} ({ref.expr})'))
     return problems
 
