@@ -121,17 +121,22 @@ if triton is not None:
         chunks = triton.cdiv(n, BWD_ROWS)
         programs = b * chunks
         f32 = dict(dtype=torch.float32, device=x_new.device)
+        # per token: one gradient row per condition row, in its dtype;
+        # per sample: float32 partial sums, reduced below
         cond_rows = (b * n, d) if per_token else (programs, d)
+        cond_dtype = dict(dtype=scale.dtype if per_token else torch.float32,
+                          device=x_new.device)
         dx = torch.empty_like(x_new)
         dw = torch.empty((programs, d), **f32)
-        dshift = torch.empty(cond_rows, **f32)
-        dscale = torch.empty(cond_rows, **f32)
+        dshift = torch.empty(cond_rows, **cond_dtype)
+        dscale = torch.empty(cond_rows, **cond_dtype)
         if residual:
             gate, _, s_gate = _cond_layout(gate, n)
             update = update.contiguous()
             dx_new = dx_new.contiguous()
             dupdate = torch.empty_like(update)
-            dgate = torch.empty(cond_rows, **f32)
+            dgate = torch.empty(cond_rows, dtype=gate.dtype if per_token
+                                else torch.float32, device=x_new.device)
         else:
             gate, update, dx_new, s_gate = x_new, x_new, x_new, 0
             dupdate, dgate = x_new.new_empty(0), x_new.new_empty(0)
@@ -215,12 +220,12 @@ if triton is not None:
     def _launch_rope(src: Tensor, cos: Tensor, sin: Tensor, dst: Tensor,
                      b: int, n: int, heads: int, d: int,
                      forward: bool) -> None:
-        block_n = 16
-        grid = (b * heads, triton.cdiv(n, block_n), 3)
+        block_n, block_c = 4, 256
+        grid = (triton.cdiv(b * n, block_n),
+                triton.cdiv(3 * heads * d, block_c))
         wrap_triton(kernels.rope_qkv_kernel)[grid](
-            src, cos, sin, dst, n, heads, HALF=d // 2,
-            BLOCK_HALF=triton.next_power_of_2(d // 2), BLOCK_N=block_n,
-            FORWARD=forward, num_warps=4)
+            src, cos, sin, dst, b, n, H=heads, HEAD_DIM=d, BLOCK_N=block_n,
+            BLOCK_C=block_c, FORWARD=forward, num_warps=4)
 
     @triton_op('decq_plugin::rope_qkv', mutates_args=())
     def _rope_qkv(qkv: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

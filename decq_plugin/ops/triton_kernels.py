@@ -99,8 +99,10 @@ def norm_modulate_bwd_kernel(
             dxhat = dn * w
             dx = rstd * (dxhat - xhat * (tl.sum(dxhat * xhat, axis=0) / D))
             if PER_TOKEN:
-                tl.store(dshift_ptr + row * D + cols, dout, mask=mask)
-                tl.store(dscale_ptr + row * D + cols, dout * normed,
+                tl.store(dshift_ptr + row * D + cols,
+                         dout.to(dshift_ptr.dtype.element_ty), mask=mask)
+                tl.store(dscale_ptr + row * D + cols,
+                         (dout * normed).to(dscale_ptr.dtype.element_ty),
                          mask=mask)
             else:
                 acc_shift += dout
@@ -113,7 +115,8 @@ def norm_modulate_bwd_kernel(
                 if PER_TOKEN:
                     gate = tl.load(gate_ptr + row * stride_gate + cols,
                                    mask=mask, other=0.).to(tl.float32)
-                    tl.store(dgate_ptr + row * D + cols, dx * upd,
+                    tl.store(dgate_ptr + row * D + cols,
+                             (dx * upd).to(dgate_ptr.dtype.element_ty),
                              mask=mask)
                 else:
                     acc_gate += dx * upd
@@ -170,39 +173,44 @@ def swiglu_bwd_kernel(dout_ptr, h_ptr, dh_ptr, F, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def rope_qkv_kernel(src_ptr, cos_ptr, sin_ptr, dst_ptr, N, H,
-                    HALF: tl.constexpr, BLOCK_HALF: tl.constexpr,
-                    BLOCK_N: tl.constexpr, FORWARD: tl.constexpr):
+def rope_qkv_kernel(src_ptr, cos_ptr, sin_ptr, dst_ptr, B, N,
+                    H: tl.constexpr, HEAD_DIM: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+                    FORWARD: tl.constexpr):
     """Between token-major ``qkv`` [B, N, 3, H, d] and head-major
     [3, B, H, N, d], rotating q and k (``FORWARD``: token-major to
-    head-major, by +angle; else head-major gradients back, by -angle).
-    Program (b*H + h, token block, part) with part 0 q, 1 k, 2 v."""
-    bh = tl.program_id(0).to(tl.int64)
-    part = tl.program_id(2)
-    b = bh // H
-    h = bh % H
-    B = tl.num_programs(0) // H
-    d = 2 * HALF
-    ns = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    pairs = tl.arange(0, BLOCK_HALF)  # HALF = d / 2 pairs, padded
-    nmask = (ns < N)[:, None] & (pairs < HALF)[None]
-    # offsets of the even channel of each pair, both layouts
-    tok = (((b * N + ns[:, None]) * 3 + part) * H + h) * d + 2 * pairs[None]
-    head = (((part * B + b) * H + h) * N + ns[:, None]) * d + 2 * pairs[None]
+    head-major by +angle; else head-major gradients back, by -angle).
+
+    Program (token block, column block): a [BLOCK_N, BLOCK_C] tile of the
+    token-major rows (3 * H * d contiguous values per token), so the
+    token-major side is read or written in whole rows. A rotated pair
+    (2k, 2k+1) never crosses an even column boundary, so each tile
+    rotates on its own: ``x * cos + partner * sin`` with ``partner`` the
+    pairwise ``(-odd, even)`` of the tile."""
+    D: tl.constexpr = H * HEAD_DIM
+    tokens = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    b = (tokens // N).to(tl.int64)
+    n = tokens % N
+    part = cols // D
+    h = (cols % D) // HEAD_DIM
+    e = cols % HEAD_DIM
+    mask = (tokens < B * N)[:, None] & (cols < 3 * D)[None, :]
+    tok_off = tokens.to(tl.int64)[:, None] * (3 * D) + cols[None, :]
+    head_off = (((part[None, :] * B + b[:, None]) * H + h[None, :]) * N +
+                n[:, None]) * HEAD_DIM + e[None, :]
     if FORWARD:
-        src_off, dst_off = tok, head
+        src_off, dst_off = tok_off, head_off
     else:
-        src_off, dst_off = head, tok
-    even = tl.load(src_ptr + src_off, mask=nmask, other=0.).to(tl.float32)
-    odd = tl.load(src_ptr + src_off + 1, mask=nmask, other=0.).to(tl.float32)
-    if part < 2:
-        tab = ns[:, None] * d + 2 * pairs[None]
-        cos = tl.load(cos_ptr + tab, mask=nmask, other=1.)
-        sin = tl.load(sin_ptr + tab, mask=nmask, other=0.)
-        if not FORWARD:
-            sin = -sin
-        even, odd = even * cos - odd * sin, odd * cos + even * sin
-    tl.store(dst_ptr + dst_off, even.to(dst_ptr.dtype.element_ty),
-             mask=nmask)
-    tl.store(dst_ptr + dst_off + 1, odd.to(dst_ptr.dtype.element_ty),
-             mask=nmask)
+        src_off, dst_off = head_off, tok_off
+    x = tl.load(src_ptr + src_off, mask=mask, other=0.).to(tl.float32)
+    rotate = mask & (part < 2)[None, :]
+    tab = n[:, None] * HEAD_DIM + e[None, :]
+    cos = tl.load(cos_ptr + tab, mask=rotate, other=1.)
+    sin = tl.load(sin_ptr + tab, mask=rotate, other=0.)
+    if not FORWARD:
+        sin = -sin
+    even, odd = tl.split(tl.reshape(x, (BLOCK_N, BLOCK_C // 2, 2)))
+    partner = tl.reshape(tl.join(-odd, even), (BLOCK_N, BLOCK_C))
+    out = x * cos + partner * sin
+    tl.store(dst_ptr + dst_off, out.to(dst_ptr.dtype.element_ty), mask=mask)

@@ -66,6 +66,12 @@ def main():
         lambda *a: reference.add_rms_norm_modulate(
             *a, eps=1e-6, out_dtype=torch.bfloat16),
         [x, gate, upd, w, shift, scale], dtype=torch.bfloat16)
+    shift, scale, gate = torch.randn(3, b, n, d).bfloat16().unbind(0)
+    cases['add_norm_bf16_per_token'] = compare(
+        lambda *a: fused.add_rms_norm_modulate(*a, eps=1e-6),
+        lambda *a: reference.add_rms_norm_modulate(
+            *a, eps=1e-6, out_dtype=torch.bfloat16),
+        [x, gate, upd, w, shift, scale], dtype=torch.bfloat16)
     hidden = torch.randn(3, 5, 2 * 40)
     cases['swiglu'] = compare(fused.swiglu, reference.swiglu, [hidden])
     cases['swiglu_bf16'] = compare(fused.swiglu, reference.swiglu,
@@ -74,6 +80,12 @@ def main():
     qkv = torch.randn(2, 19, 3, 2, 12)
     cases['rope'] = compare(lambda q: fused.rope_qkv(q, cos, sin),
                             lambda q: reference.rope_qkv(q, cos, sin), [qkv])
+    # more columns than one tile (3 * 6 * 24 = 432 > 256)
+    cos, sin = axial_rope_tables(24, 3, num_extra=2)
+    qkv = torch.randn(2, 11, 3, 6, 24).bfloat16()
+    cases['rope_bf16'] = compare(lambda q: fused.rope_qkv(q, cos, sin),
+                                 lambda q: reference.rope_qkv(q, cos, sin),
+                                 [qkv])
     # control: a reference that is slightly wrong must be told apart
     cases['control_wrong_scale'] = compare(
         lambda *a: fused.rms_norm_modulate(*a, eps=1e-6),

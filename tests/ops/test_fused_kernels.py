@@ -48,7 +48,8 @@ def test_kernel_equals_reference_fp32(results, case):
     assert worst(results[case]) < TOLERANCE['fp32'], results[case]
 
 
-@pytest.mark.parametrize('case', ['add_norm_bf16', 'swiglu_bf16'])
+@pytest.mark.parametrize('case', ['add_norm_bf16', 'add_norm_bf16_per_token',
+                                  'swiglu_bf16', 'rope_bf16'])
 def test_kernel_equals_reference_bf16(results, case):
     assert worst(results[case]) < TOLERANCE['bf16'], results[case]
 
