@@ -51,6 +51,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--step-batch', type=int, default=256)
     p.add_argument('--iters', type=int, default=10,
                    help='timed steps per variant (ops: twice as many)')
+    p.add_argument('--commit', default=None,
+                   help="the commit whose files run (default: git's HEAD; "
+                   'the device machine\'s .git may be stale); the record '
+                   'also gets the tree hash of the files as run')
     p.add_argument('--dry-run', action='store_true',
                    help='CPU, tiny shapes: checks the script')
     args = p.parse_args(argv)
@@ -64,7 +68,8 @@ def write_report(result: dict, out_dir: str) -> None:
     with open(osp.join(out_dir, 'benchmark_kernels.json'), 'w') as f:
         json.dump(result, f, indent=1)
     lines = [f"# Fused kernels ({result['date']}, {result['gpu']}, torch "
-             f"{result['torch']})", '', f"`{result['command']}`", '']
+             f"{result['torch']}, commit {result['commit']}, tree "
+             f"{result['tree']})", '', f"`{result['command']}`", '']
     if result.get('ops'):
         lines += ['| op (fwd + bwd) | eager ms | Inductor ms | fused ms | '
                   'fused / Inductor speed | fused GB/s |',
@@ -100,10 +105,11 @@ def main(argv=None) -> dict:
     from decq_plugin.benchmark.gpu.dit_variants import (parse_variant,
                                                         run_dit_variant)
     from decq_plugin.benchmark.gpu.kernel_bench import bench_ops
+    from decq_plugin.benchmark.gpu.provenance import provenance
     os.makedirs(args.out_dir, exist_ok=True)
     plan = Plan(dry_run=args.dry_run, quick=True, batch2=args.step_batch)
     result = dict(env_info(argv, script='tools/analysis/benchmark_kernels.py'),
-                  ops=[], step=[])
+                  **provenance(args.commit), ops=[], step=[])
     parts = args.parts.split(',')
     if 'ops' in parts:
         t0 = time.time()
