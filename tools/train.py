@@ -2,7 +2,8 @@
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [--amp]
         [--amp-dtype {bfloat16,float16}]
-        [--precision {fp32,tf32,bf16,fp16,fp8}] [--compile] [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
+        [--precision {fp32,tf32,bf16,fp16,fp8}] [--compile] [--auto-scale-lr]
+        [--cfg-options KEY=VALUE ...]
         [--launcher {none,pytorch,slurm,mpi}]
 
 Precision: ``--precision``, else ``--amp`` (bf16 autocast; fp16 with loss
