@@ -15,7 +15,9 @@ Parts (``--parts``):
 * ``step``: the hand-written DiT-DH-XL train step of
   ``tools/analysis/profile_gpu.py`` (bf16 autocast, blocks compiled, fused
   AdamW) for each of ``--variants`` (``MODE[:OPT+OPT]``, ``fused`` swaps
-  in ``FusedAdaLNBlock``), at ``--step-batch``: img/s, peak memory.
+  in ``FusedAdaLNBlock``, ``fp8`` converts the large linears to torchao's
+  float8 training, see decq_plugin/models/fp8.py), at ``--step-batch``:
+  img/s, peak memory.
 
 Results: ``benchmark_kernels.json`` / ``.md`` in ``--out-dir``, rewritten
 after every row (a run cut short keeps what it measured). ``--dry-run``
