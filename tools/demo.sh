@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The built-in default, end to end, with nothing to download (CPU, 4-8 min
-# on 2 cores):
+# The built-in default, end to end, with nothing to download (CPU, minutes
+# on 2 cores, more when other jobs share them; README quotes measured times):
 #   1. install decq_plugin into the current Python environment;
 #   2. stage 1: train the tiny DecQ tokenizer on the bundled photos;
 #   3. evaluate it (PSNR, SSIM) and write a reconstruction grid;
@@ -25,6 +25,7 @@ start=$(date +%s)
 echo "== [1/6] installing decq_plugin into $("$PYTHON" -c 'import sys; print(sys.prefix)')"
 "$PYTHON" -m pip install -q -e . \
     2> >(grep -v "^WARNING: Location 'file://.*' is ignored" >&2)
+"$PYTHON" tools/misc/check_torch_build.py
 
 TOK_EXTRA=()
 [ -n "${DEMO_EPOCHS:-}" ] && TOK_EXTRA=(--cfg-options "train_cfg.max_epochs=${DEMO_EPOCHS}")

@@ -72,13 +72,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=doc_summary(__doc__))
     parser.add_argument('config', help='stage-2 config')
     parser.add_argument('checkpoint', help='stage-2 checkpoint')
-    parser.add_argument('--out-dir', required=True)
-    parser.add_argument('--num-per-class', type=int, default=50)
+    parser.add_argument('--out-dir', required=True,
+                        help='folder of the PNGs and the .npz')
+    parser.add_argument('--num-per-class', type=int, default=50,
+                        help='samples per class (default: 50, i.e. 50,000 '
+                        'for 1,000 classes, the FID-50K protocol)')
     parser.add_argument('--num-classes', type=int, default=None,
                         help="classes 0..K-1 (default: the model's)")
     parser.add_argument('--classes', type=int, nargs='+', default=None,
                         help='explicit class list (wins over --num-classes)')
-    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--batch-size', type=int, default=64,
+                        help='samples per forward batch, per process '
+                        '(default: 64; CFG doubles it inside)')
     parser.add_argument('--seed', type=int, default=0,
                         help='noise seed of sample 0 (sample i: seed + i) '
                         'and seed of the class order')
@@ -96,7 +101,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         default=None, help="scale of the config's guidance;"
                         ' adds classifier-free guidance when it has none')
     parser.add_argument('--guidance-interval', type=float, nargs=2,
-                        default=None, metavar=('T_MIN', 'T_MAX'))
+                        default=None, metavar=('T_MIN', 'T_MAX'),
+                        help='apply guidance only for flow times in '
+                        "[T_MIN, T_MAX] (default: the config's)")
     parser.add_argument('--raw-weights', action='store_true',
                         help='use the raw (non-EMA) weights')
     parser.add_argument('--png', action=argparse.BooleanOptionalAction,
@@ -111,21 +118,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--reference', default=None,
                         help='ADM reference batch .npz or an image folder')
     parser.add_argument('--metric-names', nargs='+', choices=METRIC_NAMES,
-                        default=list(METRIC_NAMES))
+                        default=list(METRIC_NAMES),
+                        help='metrics of --metrics (default: all)')
     parser.add_argument('--inception-weights', default=None,
                         help='local FID Inception-v3 weights file')
     parser.add_argument('--feature-extractor', default=None,
                         help='MODELS type of the feature extractor (default '
                         'InceptionV3FeatureExtractor)')
-    parser.add_argument('--device', default=None)
+    parser.add_argument('--device', default=None,
+                        help="e.g. 'cuda:1' or 'cpu' (default: the "
+                        "process's GPU, else the CPU)")
     parser.add_argument('--precision', choices=INFERENCE_PRECISIONS,
                         default=None, help='default: bf16 on GPUs with '
                         'native bf16, else fp32')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the denoiser and decoder blocks')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, KEY=VALUE ...')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'],
-                        default='none')
+                        default='none',
+                        help='several processes: pytorch (torchrun) or slurm '
+                        '(srun); process r makes samples r, r + N, ...')
     args = parser.parse_args(argv)
     for name in ('num_per_class', 'num_classes', 'batch_size', 'num_steps'):
         value = getattr(args, name)

@@ -26,6 +26,7 @@ if ! "$PYTHON" -m pip install -q -e ".[tests]" \
     echo "== pip install failed" >&2
     exit 1
 fi
+"$PYTHON" tools/misc/check_torch_build.py || exit 1
 "$PYTHON" -c 'import torch, mmengine, mmcv, mmpretrain, timm
 print("== torch", torch.__version__, "| mmengine", mmengine.__version__,
       "| mmcv", mmcv.__version__, "| mmpretrain", mmpretrain.__version__,

@@ -381,9 +381,15 @@ def preflight_or_exit(tool: str, config: str,
                                weights_from_checkpoint)
     if lines:
         count = len(lines)
+        # Paths given on the command line (the config, a checkpoint) are
+        # fixed there, not with --cfg-options.
+        argument = tuple(f'{name} not found: '
+                         for name in ['config file', *(files or {})])
+        hint = ('' if all(line.startswith(argument) for line in lines) else
+                '; set each path with the key named, e.g. --cfg-options '
+                'KEY=PATH')
         sys.exit(f'{tool}: error: {count} missing file'
-                 f'{"s" if count > 1 else ""} (nothing was built; set each '
-                 'path with the key named, e.g. --cfg-options KEY=PATH):\n' +
+                 f'{"s" if count > 1 else ""} (nothing was built{hint}):\n' +
                  '\n'.join(f'  - {line}' for line in lines))
 
 

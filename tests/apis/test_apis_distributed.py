@@ -14,6 +14,8 @@ import torch
 
 from decq_plugin.datasets.latent_dataset import CachedLatentDataset
 
+from tiny_models import tiny_ldm
+
 WORKER = textwrap.dedent('''
     import json, os, sys
     import torch
@@ -58,20 +60,7 @@ WORKER = textwrap.dedent('''
     if distributed:
         dist.destroy_process_group()
 ''')
-MODEL = dict(
-    type='LatentDiffusionModel', num_classes=3,
-    sampler=dict(type='EulerSampler', num_points=3),
-    tokenizer=dict(
-        type='DecQTokenizer',
-        encoder=dict(type='TimmViTEncoder', pretrained=False, input_size=28,
-                     model_kwargs=dict(embed_dim=32, depth=4, num_heads=2)),
-        decoder=dict(type='ViTPixelDecoder', patch_size=16,
-                     arch=dict(width=32, depth=1, num_heads=2, mlp_dim=64)),
-        condenser=dict(type='QueryCondenser', num_queries=2, layers=(1, 3),
-                       num_heads=2)),
-    denoiser=dict(type='DiTDH', arch=dict(
-        body_width=32, body_depth=1, body_heads=2, head_width=32,
-        head_depth=1, head_heads=2)))
+MODEL = tiny_ldm()
 
 
 def _free_port() -> int:

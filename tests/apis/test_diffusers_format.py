@@ -4,7 +4,6 @@ into this package's tokenizer with equal encoder features, latents and
 decoded pixels, and an RAE tokenizer trained here is written as a folder
 that ``AutoencoderRAE.from_pretrained`` loads with equal encode / decode.
 Skipped, with the reason, where the ``interop`` extra is not installed."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -28,9 +27,9 @@ from decq_plugin.models.diffusers_layout import (  # noqa: E402
     positions_for_resampling, resample_positions)
 from decq_plugin.registry import MODELS  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-TOOL = ROOT / 'tools' / 'convert_rae_checkpoint.py'
-EXPORT_TOOL = ROOT / 'tools' / 'export.py'
+from tiny_models import ROOT, load_tool  # noqa: E402
+
+TOOL, EXPORT_TOOL = 'convert_rae_checkpoint', 'export'  # under tools/
 # 16x16 latents of width 64 (DINOv2 at 224 px), 32 px images: diffusers'
 # decoder table equals RAE's on a 16x16 grid only.
 C, INPUT, GRID, PATCH = 64, 224, 16, 2
@@ -49,13 +48,6 @@ DIFFUSERS_CONFIG = dict(
     decoder_hidden_size=32, decoder_num_hidden_layers=2,
     decoder_num_attention_heads=2, decoder_intermediate_size=64,
     patch_size=PATCH, encoder_input_size=INPUT)
-
-
-def _load_tool(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _from_pretrained(folder: str):
@@ -158,7 +150,7 @@ def test_side_files_serve_the_configs(hub_folder, tmp_path):
 
 
 def test_cli_takes_the_folder(hub_folder, tmp_path, capsys):
-    tool = _load_tool(TOOL, 'decq_tool_convert_diffusers')
+    tool = load_tool(TOOL, 'decq_tool_convert_diffusers')
     out = tmp_path / 'tok.pth'
     tool.main([_config_file(tmp_path), '--diffusers', hub_folder['folder'],
                '--out', str(out)])
@@ -213,7 +205,7 @@ def trained(tmp_path_factory):
 def test_export_loads_in_diffusers_with_equal_outputs(trained, tmp_path):
     config = _config_file(tmp_path)
     out = tmp_path / 'diffusers'
-    tool = _load_tool(EXPORT_TOOL, 'decq_tool_export_diffusers')
+    tool = load_tool(EXPORT_TOOL, 'decq_tool_export_diffusers')
     tool.main([config, trained['ckpt'], str(out), '--format', 'diffusers'])
     model = _from_pretrained(str(out))
     _assert_same(trained['tokenizer'], model)
@@ -243,7 +235,7 @@ def test_decq_tokenizer_is_refused(tmp_path):
     with pytest.raises(DiffusersFormatError, match='DecQTokenizer.*own'):
         export_diffusers(str(config), str(tmp_path / 'none.pth'),
                          str(tmp_path / 'out'))
-    tool = _load_tool(EXPORT_TOOL, 'decq_tool_export_refuse')
+    tool = load_tool(EXPORT_TOOL, 'decq_tool_export_refuse')
     with pytest.raises(SystemExit, match='DecQTokenizer'):
         tool.main([str(config), str(config), str(tmp_path / 'o'),
                    '--format', 'diffusers'])
@@ -332,7 +324,7 @@ def test_stored_decoder_table_is_checked_and_stats_fall_back(hub_folder,
                  hub_folder['model'])
     bad = _copy_folder(hub_folder['folder'], tmp_path / 'bad',
                        with_table(2.0))
-    tool = _load_tool(TOOL, 'decq_tool_convert_table')
+    tool = load_tool(TOOL, 'decq_tool_convert_table')
     with pytest.raises(SystemExit, match="'decoder_pos_embed'.*differs"):
         tool.main([config, '--diffusers', bad, '--out',
                    str(tmp_path / 'no' / 'tok.pth')])
@@ -343,14 +335,14 @@ def test_cli_names_a_broken_folder(hub_folder, tmp_path):
     folder.mkdir()
     (folder / 'config.json').write_text('{"encoder_type": ')
     (folder / 'diffusion_pytorch_model.safetensors').write_bytes(b'')
-    tool = _load_tool(TOOL, 'decq_tool_convert_broken')
+    tool = load_tool(TOOL, 'decq_tool_convert_broken')
     with pytest.raises(SystemExit, match=r'config\.json.*not valid JSON'):
         tool.main([_config_file(tmp_path), '--diffusers', str(folder),
                    '--out', str(tmp_path / 'o.pth')])
 
 
 def test_export_refuses_parts_it_cannot_write(trained, tmp_path):
-    tool = _load_tool(EXPORT_TOOL, 'decq_tool_export_parts')
+    tool = load_tool(EXPORT_TOOL, 'decq_tool_export_parts')
     with pytest.raises(SystemExit, match='--part denoiser'):
         tool.main([_config_file(tmp_path), trained['ckpt'],
                    str(tmp_path / 'o'), '--format', 'diffusers', '--part',
@@ -358,7 +350,7 @@ def test_export_refuses_parts_it_cannot_write(trained, tmp_path):
 
 
 def test_diffusers_file_as_decoder_says_use_the_folder(hub_folder, tmp_path):
-    tool = _load_tool(TOOL, 'decq_tool_convert_as_decoder')
+    tool = load_tool(TOOL, 'decq_tool_convert_as_decoder')
     weights = Path(hub_folder['folder'], 'diffusion_pytorch_model.safetensors')
     with pytest.raises(SystemExit, match='--diffusers FOLDER'):
         tool.main([_config_file(tmp_path), '--decoder', str(weights),
@@ -395,7 +387,7 @@ def test_generator_from_the_folder_and_a_dit_file(hub_folder, tmp_path):
     _randomize(source.denoiser, 9)
     torch.save({'ema': ditdh_to_rae(source.denoiser)}, tmp_path / 'dit.pt')
     out = tmp_path / 'gen' / 'rae_dit.pth'
-    tool = _load_tool(TOOL, 'decq_tool_convert_generator')
+    tool = load_tool(TOOL, 'decq_tool_convert_generator')
     result = tool.main([str(config), '--diffusers', hub_folder['folder'],
                         '--dit', str(tmp_path / 'dit.pt'), '--out',
                         str(out)])

@@ -16,15 +16,9 @@ from decq_plugin.apis import (build_extraction_dataset,
 from decq_plugin.datasets.latent_dataset import CachedLatentDataset
 from decq_plugin.registry import MODELS
 
+from tiny_models import TINY_TOKENIZER as TOKENIZER
+
 IMAGE = 32
-TOKENIZER = dict(
-    type='DecQTokenizer',
-    encoder=dict(type='TimmViTEncoder', pretrained=False, input_size=28,
-                 model_kwargs=dict(embed_dim=32, depth=4, num_heads=2)),
-    decoder=dict(type='ViTPixelDecoder', patch_size=16,
-                 arch=dict(width=32, depth=1, num_heads=2, mlp_dim=64)),
-    condenser=dict(type='QueryCondenser', num_queries=2, layers=(1, 3),
-                   num_heads=2))
 
 
 class Images(Dataset):

@@ -2,7 +2,6 @@
 DiT-DH written as config.json + model.safetensors comes back with the same
 outputs, from the EMA weights unless asked for the raw ones, with its VFM
 stored or referenced by timm name."""
-import importlib.util
 import json
 import os.path as osp
 
@@ -13,18 +12,15 @@ from safetensors.torch import load_file
 from decq_plugin.apis import build_model_from_config, load_pretrained
 from decq_plugin.apis.pretrained import PretrainedFormatError
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DECQ = osp.join(ROOT, 'configs/demo/decq_tiny_1xb8-16e_demo-64.py')
-DIT = osp.join(ROOT,
-               'configs/demo/ldm_dit-dh-tiny_decq-tiny_1xb16-40e_demo-64.py')
+from tiny_models import DEMO_DECQ as DECQ
+from tiny_models import ROOT, build_demo_decq, load_tool
+
+DIT = str(ROOT /
+          'configs/demo/ldm_dit-dh-tiny_decq-tiny_1xb16-40e_demo-64.py')
 
 
 def _export_tool():
-    spec = importlib.util.spec_from_file_location(
-        'decq_tool_export', osp.join(ROOT, 'tools', 'export.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('export', 'decq_tool_export')
 
 
 def _checkpoint(model, prefix: str, path: str) -> dict:
@@ -41,9 +37,7 @@ def _checkpoint(model, prefix: str, path: str) -> dict:
 
 @pytest.fixture(scope='module')
 def stage1(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_model_from_config(
-        DECQ, cfg_options={'model.discriminator': None})
+    model = build_demo_decq()
     path = str(tmp_path_factory.mktemp('ckpt') / 'epoch_1.pth')
     _checkpoint(model, 'tokenizer', path)
     return model, path

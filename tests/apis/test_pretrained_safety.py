@@ -1,7 +1,6 @@
 """An exported folder from someone else: load_pretrained runs nothing it
 names, checks its files against SHA256SUMS, names a damaged file; the
 export writes its files with the permissions the umask gives."""
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -13,31 +12,26 @@ import subprocess
 import pytest
 import torch
 
-from decq_plugin.apis import build_model_from_config, load_pretrained
+from decq_plugin.apis import load_pretrained
 from decq_plugin.apis.pretrained import PretrainedFormatError
 from decq_plugin.apis.pretrained_files import write_checksums
 from decq_plugin.registry import MODELS
 from decq_plugin.utils.safe_config import UnsafeConfigError
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DECQ = osp.join(ROOT, 'configs/demo/decq_tiny_1xb8-16e_demo-64.py')
+from tiny_models import DEMO_DECQ as DECQ
+from tiny_models import build_demo_decq, load_tool
+
 OPTS = ['--cfg-options', 'model.discriminator=None']
 FILES = ('config.json', 'model.safetensors', 'SHA256SUMS')
 
 
 def _export_tool():
-    spec = importlib.util.spec_from_file_location(
-        'decq_tool_export_safety', osp.join(ROOT, 'tools', 'export.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('export', 'decq_tool_export_safety')
 
 
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_model_from_config(
-        DECQ, cfg_options={'model.discriminator': None})
+    model = build_demo_decq()
     path = str(tmp_path_factory.mktemp('ckpt') / 'epoch_1.pth')
     torch.save(dict(state_dict=model.state_dict()), path)
     return path

@@ -13,22 +13,11 @@ from PIL import Image
 from decq_plugin.apis import load_sampling_model, sample_to_npz
 from decq_plugin.registry import MODELS
 
+from tiny_models import randomize, tiny_ldm
+
 NUM_CLASSES = 3
 IMAGE = 32
-MODEL = dict(
-    type='LatentDiffusionModel', num_classes=NUM_CLASSES,
-    sampler=dict(type='EulerSampler', num_points=3),
-    tokenizer=dict(
-        type='DecQTokenizer',
-        encoder=dict(type='TimmViTEncoder', pretrained=False, input_size=28,
-                     model_kwargs=dict(embed_dim=32, depth=4, num_heads=2)),
-        decoder=dict(type='ViTPixelDecoder', patch_size=16,
-                     arch=dict(width=32, depth=1, num_heads=2, mlp_dim=64)),
-        condenser=dict(type='QueryCondenser', num_queries=2, layers=(1, 3),
-                       num_heads=2)),
-    denoiser=dict(type='DiTDH', arch=dict(
-        body_width=32, body_depth=1, body_heads=2, head_width=32,
-        head_depth=1, head_heads=2)))
+MODEL = tiny_ldm(NUM_CLASSES)
 
 
 @pytest.fixture(scope='module')
@@ -36,10 +25,7 @@ def model():
     init_default_scope('decq_plugin')
     torch.manual_seed(0)
     model = MODELS.build(MODEL).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # non-zero velocities (a fresh DiT predicts 0)
-        for p in model.denoiser.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    randomize(model.denoiser, 1)
     return model
 
 

@@ -1,15 +1,10 @@
 """ResumableCheckpointHook and NonFiniteGuardHook on a tiny runner (the
 bit-identical resume of the real configs is tested in tests/faults)."""
-import itertools
 import os
 import os.path as osp
 
 import pytest
 import torch
-import torch.nn as nn
-from mmengine.model import BaseModel
-from mmengine.runner import Runner
-from torch.utils.data import Dataset
 
 from decq_plugin.engine.checkpoint_files import (find_resume_checkpoint,
                                                  is_complete_checkpoint)
@@ -17,59 +12,19 @@ from decq_plugin.engine.hooks.resumable_checkpoint_hook import \
     NonFiniteStateError
 from decq_plugin.engine.non_finite import NonFiniteTrainingError
 
-_names = itertools.count()
-
-
-class NoisyModel(BaseModel):
-    """Dropout and input noise: every step draws from torch's global RNG."""
-
-    def __init__(self, nan_at: int = -1) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.5),
-                                 nn.Linear(16, 1))
-        self.nan_at, self.calls = nan_at, 0
-
-    def forward(self, inputs, data_samples=None, mode='loss'):
-        self.calls += 1
-        x = inputs + 0.1 * torch.randn_like(inputs)
-        loss = (self.net(x).squeeze(1) - data_samples['y']).pow(2).mean()
-        if self.nan_at == 0 or self.calls == self.nan_at:
-            loss = loss * float('nan')
-        return dict(loss=loss)
-
-
-class Items(Dataset):
-    def __init__(self):
-        g = torch.Generator().manual_seed(0)
-        self.x, self.y = torch.randn(16, 4, generator=g), torch.randn(16)
-
-    def __len__(self):
-        return 16
-
-    def __getitem__(self, i):
-        return dict(inputs=self.x[i], data_samples=dict(y=self.y[i]))
+from toy_runner import noisy_runner
 
 
 def _runner(work_dir, epochs=3, resume=False, load_from=None, keep=1,
             nan_at=-1, max_consecutive=20, **extra):
-    return Runner(
-        model=NoisyModel(nan_at), work_dir=str(work_dir),
-        experiment_name=f'resumable_{next(_names)}',
-        train_dataloader=dict(
-            dataset=Items(), sampler=dict(type='SeededSampler', shuffle=True),
-            batch_size=4, num_workers=0,
-            collate_fn=dict(type='default_collate')),
+    return noisy_runner(
+        work_dir, name='resumable', global_targets=True, nan_at=nan_at,
         train_cfg=dict(by_epoch=True, max_epochs=epochs),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2)),
-        default_hooks=dict(
-            checkpoint=dict(type='ResumableCheckpointHook', interval=1,
-                            max_keep_ckpts=keep),
-            safe_checkpoint=dict(type='SafeCheckpointHook'),
-            non_finite=dict(type='NonFiniteGuardHook',
-                            max_consecutive=max_consecutive),
-            logger=dict(type='LoggerHook', interval=1)),
-        randomness=dict(seed=0), default_scope='decq_plugin',
-        resume=resume, load_from=load_from, log_level='WARNING', **extra)
+        checkpoint=dict(type='ResumableCheckpointHook', interval=1,
+                        max_keep_ckpts=keep),
+        non_finite=dict(type='NonFiniteGuardHook',
+                        max_consecutive=max_consecutive),
+        resume=resume, load_from=load_from, **extra)
 
 
 def _weights(runner):

@@ -3,48 +3,14 @@ the uninterrupted run, bit for bit, whichever ran first in the process:
 epoch- and iteration-based loops, with and without (persistent) data
 loader workers. The model draws from the global RNG at every step (input
 noise, dropout), so one extra or missing draw anywhere shows."""
-import itertools
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
-import torch.nn as nn
-from mmengine.model import BaseModel
-from mmengine.runner import Runner
-from torch.utils.data import Dataset
 
-_names = itertools.count()
-
-
-class NoisyModel(BaseModel):
-    """Input noise and dropout: every step draws from torch's global RNG."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.5),
-                                 nn.Linear(16, 1))
-
-    def forward(self, inputs, data_samples=None, mode='loss'):
-        x = inputs + 0.1 * torch.randn_like(inputs)
-        loss = (self.net(x).squeeze(1) - data_samples['y']).pow(2).mean()
-        return dict(loss=loss)
-
-
-class Items(Dataset):
-    """16 fixed items ``dict(inputs=Tensor[4], data_samples=dict(y))``."""
-
-    def __init__(self) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(16, 4, generator=g)
-        self.y = torch.randn(16, generator=g)
-
-    def __len__(self) -> int:
-        return 16
-
-    def __getitem__(self, i):
-        return dict(inputs=self.x[i], data_samples=dict(y=self.y[i]))
+from toy_runner import noisy_runner
 
 
 def run(work_dir: str, length: int, by_epoch: bool, workers: int = 0,
@@ -54,23 +20,11 @@ def run(work_dir: str, length: int, by_epoch: bool, workers: int = 0,
     torch.manual_seed(0)  # the same initial weights in every run
     loop = (dict(by_epoch=True, max_epochs=length) if by_epoch else
             dict(by_epoch=False, max_iters=length))
-    runner = Runner(
-        model=NoisyModel(), work_dir=work_dir,
-        experiment_name=f'bit_identical_{next(_names)}',
-        train_dataloader=dict(
-            dataset=Items(), sampler=dict(type='SeededSampler', shuffle=True),
-            batch_size=4, num_workers=workers,
-            persistent_workers=persistent,
-            collate_fn=dict(type='default_collate')),
-        train_cfg=loop,
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2)),
-        default_hooks=dict(
-            checkpoint=dict(type='ResumableCheckpointHook', by_epoch=by_epoch,
-                            interval=1 if by_epoch else 4),
-            safe_checkpoint=dict(type='SafeCheckpointHook'),
-            logger=dict(type='LoggerHook', interval=1)),
-        randomness=dict(seed=0), default_scope='decq_plugin', resume=resume,
-        log_level='WARNING')
+    runner = noisy_runner(
+        work_dir, name='bit_identical', train_cfg=loop,
+        checkpoint=dict(type='ResumableCheckpointHook', by_epoch=by_epoch,
+                        interval=1 if by_epoch else 4),
+        workers=workers, persistent=persistent, resume=resume)
     runner.train()
     return {k: v.clone() for k, v in runner.model.state_dict().items()}
 

@@ -6,20 +6,14 @@ arrives as a CUDA tensor, which refuses ``.numpy()`` until it is copied to
 the CPU. :class:`DeviceTensor` behaves the same way on the CPU, so these
 tests reach the paths that once crashed only on a GPU.
 """
-import itertools
-
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
-from mmengine.model import BaseModel
-from mmengine.runner import Runner
-from torch.utils.data import Dataset
 
 import decq_plugin.engine.checkpoint as checkpoint_module
 from decq_plugin.engine import random_state
 
-_names = itertools.count()
+from toy_runner import noisy_runner
 
 
 class DeviceTensor(torch.Tensor):
@@ -69,51 +63,15 @@ def test_restore_takes_a_state_mapped_onto_a_device():
     assert first[0] == second[0] and torch.equal(first[1], second[1])
 
 
-class NoisyModel(BaseModel):
-    """Dropout and input noise: every step draws from torch's global RNG."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.5),
-                                 nn.Linear(16, 1))
-
-    def forward(self, inputs, data_samples=None, mode='loss'):
-        x = inputs + 0.1 * torch.randn_like(inputs)
-        loss = (self.net(x).squeeze(1) - data_samples['y']).pow(2).mean()
-        return dict(loss=loss)
-
-
-class Items(Dataset):
-    def __init__(self):
-        g = torch.Generator().manual_seed(0)
-        self.x, self.y = torch.randn(16, 4, generator=g), torch.randn(16)
-
-    def __len__(self):
-        return 16
-
-    def __getitem__(self, i):
-        return dict(inputs=self.x[i], data_samples=dict(y=self.y[i]))
-
-
 def _runner(work_dir, epochs, resume=False):
-    return Runner(
-        model=NoisyModel(), work_dir=str(work_dir),
-        experiment_name=f'resume_on_device_{next(_names)}',
-        train_dataloader=dict(
-            dataset=Items(), sampler=dict(type='SeededSampler', shuffle=True),
-            batch_size=4, num_workers=0,
-            collate_fn=dict(type='default_collate')),
+    return noisy_runner(
+        work_dir, name='resume_on_device', global_targets=True,
         train_cfg=dict(by_epoch=True, max_epochs=epochs),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2)),
+        checkpoint=dict(type='ResumableCheckpointHook', interval=1),
+        non_finite=dict(type='NonFiniteGuardHook'),
         custom_hooks=[dict(type='EMAHook', momentum=0.1, priority=49,
                            ema_type='TrainableExponentialMovingAverage')],
-        default_hooks=dict(
-            checkpoint=dict(type='ResumableCheckpointHook', interval=1),
-            safe_checkpoint=dict(type='SafeCheckpointHook'),
-            non_finite=dict(type='NonFiniteGuardHook'),
-            logger=dict(type='LoggerHook', interval=1)),
-        randomness=dict(seed=0), default_scope='decq_plugin',
-        resume=resume, log_level='WARNING')
+        resume=resume)
 
 
 def test_resume_from_a_checkpoint_mapped_onto_a_device(tmp_path,

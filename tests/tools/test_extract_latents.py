@@ -1,7 +1,6 @@
 """tools/extract_latents.py: latents of a tiny DecQ tokenizer over a folder
 of labelled images, read back through CachedLatentDataset; resuming and
 extending; merged multi-rank output."""
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -19,28 +18,17 @@ from decq_plugin.datasets.transforms import AdmCenterCrop
 from decq_plugin.registry import MODELS
 from decq_plugin.utils.launch import load_config
 
-TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'extract_latents.py'
-_spec = importlib.util.spec_from_file_location('decq_tool_extract', TOOL)
-tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tool)
+from tiny_models import TINY_DIT as DIT
+from tiny_models import TINY_TOKENIZER as TOKENIZER
+from tiny_models import load_tool
+
+tool = load_tool('extract_latents', 'decq_tool_extract')
 
 IMAGE = 32
 CLASSES = ('ant', 'bee', 'cat')
 # (class, width, height) of the 7 images; non-square, so the crop matters.
 FILES = [(0, 48, 40), (0, 40, 56), (1, 64, 36), (1, 36, 36), (1, 50, 70),
          (2, 44, 60), (2, 72, 40)]
-# Tiny DINOv2-layout VFM (28 px, patch 14 -> 2x2 grid, 32 channels),
-# 2 queries; the decoder makes 32 px images.
-TOKENIZER = dict(
-    type='DecQTokenizer',
-    encoder=dict(type='TimmViTEncoder', pretrained=False, input_size=28,
-                 model_kwargs=dict(embed_dim=32, depth=4, num_heads=2)),
-    decoder=dict(type='ViTPixelDecoder', patch_size=16,
-                 arch=dict(width=32, depth=1, num_heads=2, mlp_dim=64)),
-    condenser=dict(type='QueryCondenser', num_queries=2, layers=(1, 3),
-                   num_heads=2))
-DIT = dict(type='DiTDH', arch=dict(body_width=32, body_depth=1, body_heads=2,
-                                   head_width=32, head_depth=1, head_heads=2))
 
 
 @pytest.fixture(scope='module')

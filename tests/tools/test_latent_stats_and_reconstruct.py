@@ -1,6 +1,5 @@
 """tools/compute_latent_stats.py and tools/reconstruct.py on a tiny DecQ
 tokenizer and a folder of generated images."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -15,8 +14,9 @@ from decq_plugin.apis import build_tokenizer_from_config
 from decq_plugin.datasets.transforms import AdmCenterCrop
 from decq_plugin.models.tokenizers.latent_stats import LatentStatsAccumulator
 
+from tiny_models import load_tool
+
 ROOT = Path(__file__).resolve().parents[2]
-TOOLS = ROOT / 'tools'
 
 CONFIG = '''
 default_scope = 'decq_plugin'
@@ -40,11 +40,7 @@ train_dataloader = dict(
 
 
 def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f'decq_tool_{name}',
-                                                  TOOLS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(name, f'decq_tool_{name}')
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """tools/sample.py: class-balanced, per-sample-seeded samples of a tiny
 stage-2 model; the ADM .npz; resuming; batch-size independence; weights
 and config handling; metrics on the .npz."""
-import importlib.util
 import json
 import os
 import shutil
@@ -18,36 +17,17 @@ from decq_plugin.engine.checkpoint import StateDictMismatchError
 from decq_plugin.registry import MODELS
 from decq_plugin.utils.launch import load_config
 
-TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'sample.py'
-_spec = importlib.util.spec_from_file_location('decq_tool_sample', TOOL)
-tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tool)
+from tiny_models import TINY_DIT as DIT
+from tiny_models import TINY_TOKENIZER as TOKENIZER
+from tiny_models import load_tool, randomize, tiny_ldm
+
+tool = load_tool('sample', 'decq_tool_sample')
 
 NUM_CLASSES = 3
 PER_CLASS = 2
 N = NUM_CLASSES * PER_CLASS
 IMAGE = 32
-TOKENIZER = dict(
-    type='DecQTokenizer',
-    encoder=dict(type='TimmViTEncoder', pretrained=False, input_size=28,
-                 model_kwargs=dict(embed_dim=32, depth=4, num_heads=2)),
-    decoder=dict(type='ViTPixelDecoder', patch_size=16,
-                 arch=dict(width=32, depth=1, num_heads=2, mlp_dim=64)),
-    condenser=dict(type='QueryCondenser', num_queries=2, layers=(1, 3),
-                   num_heads=2))
-DIT = dict(type='DiTDH', arch=dict(body_width=32, body_depth=1, body_heads=2,
-                                   head_width=32, head_depth=1, head_heads=2))
-MODEL = dict(type='LatentDiffusionModel', tokenizer=TOKENIZER, denoiser=DIT,
-             num_classes=NUM_CLASSES,
-             sampler=dict(type='EulerSampler', num_points=4))
-
-
-def randomize(module, seed, std=0.05):
-    """Non-zero weights (a fresh DiT predicts exactly 0)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
+MODEL = tiny_ldm(NUM_CLASSES, num_points=4)
 
 
 @pytest.fixture(scope='module')

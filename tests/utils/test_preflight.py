@@ -55,6 +55,23 @@ def test_train_lists_every_missing_file(tmp_path):
     _assert_listed(proc, STAGE1_MISSING, len(STAGE1_MISSING))
 
 
+def test_the_cfg_options_hint_only_where_a_config_key_is_missing(tmp_path):
+    # a missing config key: the hint names --cfg-options
+    proc = _run('train.py', S1, cwd=tmp_path)
+    assert '; set each path with the key named, e.g. --cfg-options' \
+        in proc.stderr
+    # only command-line paths missing: no --cfg-options hint
+    proc = _run('train.py', 'configs/gone.py', cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "1 missing file (nothing was built):" in proc.stderr
+    assert "config file not found: 'configs/gone.py'" in proc.stderr
+    assert '--cfg-options' not in proc.stderr
+    demo = str(ROOT / 'configs/demo/decq_tiny_1xb8-16e_demo-64.py')
+    proc = _run('test.py', demo, 'gone.pth', cwd=tmp_path)
+    assert "1 missing file (nothing was built):" in proc.stderr
+    assert '--cfg-options' not in proc.stderr
+
+
 def test_test_lists_the_checkpoint_too(tmp_path):
     proc = _run('test.py', S1, 'gone.pth', cwd=tmp_path)
     lines = ["checkpoint not found: 'gone.pth'",
