@@ -394,8 +394,10 @@ def test_two_processes_equal_one_only_with_the_global_weight(tmp_path,
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
     out = str(tmp_path / 'rank0.pt')
+    # spawn, not fork: a fork after this process's OpenMP pool started
+    # (earlier tests in the same worker) can deadlock the children
     mp.start_processes(_rank_gan_step, args=(port, batch, out), nprocs=2,
-                       start_method='fork')
+                       start_method='spawn')
     two = torch.load(out, weights_only=True)
     weight, grads = _gan_step_on(_data(n=4, seed=3)['inputs'], 'local')
     rel = float((two['grads'] - grads).norm() / grads.norm())
