@@ -1,7 +1,6 @@
 """Run control a user sees: resuming a finished run says so and how to
 extend it; a shorter (or longer) ``train_cfg.max_epochs`` moves the
 learning-rate schedule with it."""
-import importlib.util
 import os.path as osp
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from decq_plugin.engine.finished_run import (checkpoint_progress,
                                              finished_run_message)
 from decq_plugin.utils.launch import load_config
 from decq_plugin.utils.schedule import fit_schedule_to_max_epochs
+from tiny_models import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER = str(ROOT / 'configs/decq/'
@@ -21,11 +21,7 @@ LDM = str(ROOT / 'configs/ldm/'
 
 
 def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f'decq_tool_{name}_rc', ROOT / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(name, f'decq_tool_{name}_rc')
 
 
 @pytest.fixture

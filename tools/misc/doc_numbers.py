@@ -250,13 +250,12 @@ def formatted(quoted: str, value: float) -> str:
 
 
 def _sources(ref: 'Reference') -> str:
-    """The JSON file(s) ``ref``'s expression reads, for messages."""
-    paths = re.findall(r'\{((?:[^{}\\]|\\.)*)\}', ref.expr)
+    """The JSON file(s) ``ref``'s expression reads, for messages (the
+    ``{OTHER.json:path}`` split of :func:`evaluate`)."""
     names = []
-    for path in paths:
-        other, colon, _ = path.partition(':')
-        name = (f'docs/benchmarks/{other}'
-                if colon and other.endswith('.json') else ref.json_file)
+    for path in PATH.findall(ref.expr):
+        name = (f"docs/benchmarks/{path.split('.json:', 1)[0]}.json"
+                if '.json:' in path else ref.json_file)
         if name not in names:
             names.append(name)
     return ' and '.join(str(n) for n in names) or str(ref.json_file)
