@@ -110,8 +110,11 @@ if __name__ == '__main__':
         extras_require={
             # The tests exercise the diffusers interop against the real
             # packages, so the tests extra includes the interop one.
-            'tests': read_requirements('tests') + read_requirements('interop'),
+            # ... and FP8 training (tests/models/test_fp8.py).
+            'tests': (read_requirements('tests') +
+                      read_requirements('interop') + read_requirements('fp8')),
             'interop': read_requirements('interop'),
+            'fp8': read_requirements('fp8'),
             'tensorboard': read_requirements('tensorboard'),
         },
         cmdclass={'build_py': BuildPyWithConfigs},

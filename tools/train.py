@@ -1,12 +1,15 @@
 """Train a model from a config file.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [--amp]
-        [--amp-dtype {bfloat16,float16}] [--precision {fp32,tf32,bf16,fp16}]
-        [--compile] [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
+        [--amp-dtype {bfloat16,float16}]
+        [--precision {fp32,tf32,bf16,fp16,fp8}] [--compile] [--auto-scale-lr]
+        [--cfg-options KEY=VALUE ...]
         [--launcher {none,pytorch,slurm,mpi}]
 
 Precision: ``--precision``, else ``--amp`` (bf16 autocast; fp16 with loss
-scaling when ``--amp-dtype float16``), else the config's ``precision`` key.
+scaling when ``--amp-dtype float16``), else the config's ``precision`` key;
+``fp8`` is bf16 plus float8 matmuls in the trained network's large linears
+(torchao: ``pip install -e ".[fp8]"``; layers in decq_plugin/models/fp8.py).
 On a machine without CUDA every run is float32. ``--compile`` (or
 ``--cfg-options compile=True``) compiles the model's heavy regions (the
 denoiser, the pixel decoder, the discriminator trunk), not the train step.
@@ -71,7 +74,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         choices=PRECISIONS,
         default=None,
         help="numeric precision (wins over --amp and the config's "
-        '`precision`); CPU runs are always fp32')
+        '`precision`); fp8 = bf16 + float8 large linears (torchao); CPU '
+        'runs are always fp32')
     parser.add_argument(
         '--compile',
         action='store_true',
@@ -133,7 +137,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                       {'--resume checkpoint': resume_file})
     try:
         cfg = merge_args(load_config(args.config, args.cfg_options), args)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, ImportError) as error:
         sys.exit(f'train.py: error: {error}')
     if cfg.get('load_from') and not is_remote(cfg.load_from):
         # A missing load_from fails late inside the runner; say it now.

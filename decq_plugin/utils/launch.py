@@ -296,17 +296,19 @@ def export_local_rank(args) -> None:
 
 # -- numeric precision ---------------------------------------------------------
 #: What ``precision`` (config key) and ``--precision`` accept.
-PRECISIONS = ('fp32', 'tf32', 'bf16', 'fp16')
+PRECISIONS = ('fp32', 'tf32', 'bf16', 'fp16', 'fp8')
 #: ``--amp-dtype`` spellings -> precision.
 AMP_DTYPES = {'bfloat16': 'bf16', 'float16': 'fp16'}
 
 
 def accelerator_support() -> Dict[str, bool]:
-    """``{'cuda': GPU present, 'bf16': it runs bf16 natively}``."""
+    """``{'cuda': GPU present, 'bf16': it runs bf16 natively, 'fp8': it
+    has float8 tensor cores}``."""
     import torch
     cuda = torch.cuda.is_available()
     return dict(cuda=cuda, bf16=cuda and torch.cuda.is_bf16_supported(
-        including_emulation=False))
+        including_emulation=False),
+        fp8=cuda and torch.cuda.get_device_capability() >= (8, 9))
 
 
 def resolve_precision(requested: str,
@@ -317,7 +319,9 @@ def resolve_precision(requested: str,
       float32 on most processors and the CPU runs are functional checks, so
       mixed precision is not emulated there.
     * GPU: ``'bf16'`` falls back to ``'fp16'`` (with loss scaling) on GPUs
-      without native bf16 (before Ampere); the others are kept.
+      without native bf16 (before Ampere); ``'fp8'`` needs float8 tensor
+      cores (compute capability 8.9: Ada, Hopper and later) and is refused
+      on older GPUs; the others are kept.
 
     Args:
         requested: one of :data:`PRECISIONS`.
@@ -331,6 +335,9 @@ def resolve_precision(requested: str,
         return 'fp32'
     if requested == 'bf16' and not support['bf16']:
         return 'fp16'
+    if requested == 'fp8' and not support.get('fp8', False):
+        raise ValueError('precision fp8 needs a GPU with float8 tensor cores '
+                         '(compute capability 8.9 or newer); use bf16')
     return requested
 
 
@@ -338,10 +345,11 @@ def precision_wrapper_fields(precision: str) -> Dict:
     """Optim-wrapper fields for ``precision``: plain ``OptimWrapper`` for
     fp32/tf32; ``AmpOptimWrapper`` autocasting to bfloat16 without loss
     scaling (bf16 has float32's range) or to float16 with dynamic loss
-    scaling."""
+    scaling; fp8 autocasts to bfloat16 like bf16 (the float8 matmuls are
+    the ``Float8TrainingHook``'s, see :func:`apply_precision`)."""
     if precision in ('fp32', 'tf32'):
         return dict(type='OptimWrapper')
-    if precision == 'bf16':
+    if precision in ('bf16', 'fp8'):
         return dict(type='AmpOptimWrapper', dtype='bfloat16',
                     loss_scale=dict(enabled=False))
     if precision == 'fp16':
@@ -385,7 +393,29 @@ def apply_precision(cfg: Config, precision: str) -> None:
         for key in ('dtype', 'loss_scale'):
             wrapper.pop(key, None)
         wrapper.update(fields)
+    if precision == 'fp8':
+        _add_float8_hook(cfg)
     cfg.precision = precision
+
+
+#: The network each trainable model type trains (``precision='fp8'``).
+FP8_TRAINED_MODULES = {'LatentDiffusionModel': ['denoiser'],
+                       'AutoencoderModel': ['tokenizer.decoder']}
+
+
+def _add_float8_hook(cfg: Config) -> None:
+    """Append ``Float8TrainingHook`` for the model's trained network
+    (once; see :mod:`decq_plugin.models.fp8` for the layers)."""
+    model_type = cfg.get('model', {}).get('type')
+    if model_type not in FP8_TRAINED_MODULES:
+        raise ValueError(
+            f'precision=fp8: model.type {model_type!r} has no float8 '
+            f'training recipe (only {sorted(FP8_TRAINED_MODULES)}); use bf16')
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(h.get('type') == 'Float8TrainingHook' for h in hooks):
+        hooks.append(dict(type='Float8TrainingHook',
+                          modules=FP8_TRAINED_MODULES[model_type]))
+    cfg.custom_hooks = hooks
 
 
 def set_matmul_precision(precision: str) -> None:
@@ -416,6 +446,9 @@ def choose_precision(cfg: Config, amp: bool = False,
         precision = cfg.get('precision')
     if precision is None:
         return None
+    if precision == 'fp8':  # refused on any machine without torchao
+        from decq_plugin.models.fp8 import require_torchao
+        require_torchao()
     resolved = resolve_precision(precision, support)
     if resolved != precision:
         from mmengine.logging import print_log

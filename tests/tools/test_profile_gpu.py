@@ -72,6 +72,10 @@ def test_variant_parsing():
     assert var['budget'] == 0.7
     assert var['options'] == {'coordinate_descent_tuning': True}
     assert prof.parse_variant('rae:default')['queries'] == 0
+    assert prof.parse_variant('decq:fused')['fused']
+    assert not prof.parse_variant('decq')['fused']
+    var = prof.parse_variant('rae:fused+fp8')
+    assert var['fused'] and var['fp8'] and var['queries'] == 0
     with pytest.raises(ValueError, match='mode'):
         prof.parse_variant('dit:default')
     with pytest.raises(ValueError, match='unknown option'):

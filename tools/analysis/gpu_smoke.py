@@ -54,7 +54,7 @@ STAGE2 = ('configs/ldm/ldm_dit-dh-xl_decq-q8-l0369-dinov2-b-reg_'
 # Full-size RAE configs whose decoder / DiT-DH are written in RAE's layout
 # and converted back (step 7).
 RAE_STAGE1 = 'configs/rae/rae_dinov2-b-reg_vit-xl_8xb64-16e_in1k-256.py'
-RAE_STAGE2 = 'configs/ldm/ldm_dit-dh-xl_rae-dinov2-b-reg_8xb128-80e_in1k-256.py'
+RAE_STAGE2 = 'configs/ldm/ldm_dit-dh-xl_rae-dinov2-b-reg_8xb128-80e_in1k-256.py'  # noqa: E501
 EXTRACTOR = dict(type='RandomConvFeatureExtractor', feature_dim=64,
                  num_classes=1000, input_size=64)
 EPOCHS = 3
@@ -63,7 +63,7 @@ CHECKS = 'decq_plugin.testing.acceptance_checks'
 
 
 from decq_plugin.benchmark import gpu as bench  # noqa: E402
-
+from decq_plugin.benchmark.gpu.provenance import provenance  # noqa: E402
 
 
 def _free_port() -> int:
@@ -513,26 +513,6 @@ def run_stage(stage: int, gpus: int, out_dir: str, iters: int,
     return result
 
 
-def _git(*args: str, env: Optional[Dict[str, str]] = None) -> str:
-    try:
-        return subprocess.run(['git', *args], cwd=ROOT, capture_output=True,
-                              text=True, env=env).stdout.strip()
-    except OSError:
-        return ''
-
-
-def source_tree() -> str:
-    """Git's tree hash of the files here as they are (committed or not,
-    ignored files and carried wheels left out): equal to
-    ``git rev-parse COMMIT^{tree}`` exactly when this run ran that commit's
-    files, whatever state the ``.git`` beside them is in."""
-    import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, GIT_INDEX_FILE=osp.join(tmp, 'index'))
-        _git('add', '-A', '--', '.', ':!.whl', ':!.gl', env=env)
-        return _git('write-tree', env=env)
-
-
 def to_markdown(results: Dict) -> str:
     lines = [f"# GPU acceptance run ({results['date']}, {results['gpu']}, "
              f"torch {results['torch']}, commit {results['commit']}, tree "
@@ -582,9 +562,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     results = dict(
         date=datetime.date.today().isoformat(), torch=torch.__version__,
         gpu=(torch.cuda.get_device_name(0) if torch.cuda.is_available()
-             else 'cpu'), commit=args.commit or _git('rev-parse', 'HEAD'),
-        tree=source_tree(), command=' '.join(sys.argv),
-        runs=[], ok=False)
+             else 'cpu'), **provenance(args.commit),
+        command=' '.join(sys.argv), runs=[], ok=False)
     for gpus in args.gpus:
         for stage in args.stages:
             results['runs'].append(run_stage(

@@ -1,6 +1,8 @@
 """Variants of the DiT-DH-XL train step (SDPA backend, memory budget,
 activation checkpointing, whole-model compile, token-major attention,
-inductor options), each through :func:`.dit_step.time_dit`."""
+inductor options, the fused Triton kernels of :mod:`decq_plugin.ops`,
+float8 training of :mod:`decq_plugin.models.fp8`), each through
+:func:`.dit_step.time_dit`."""
 import contextlib
 import json
 from typing import Callable, List, Optional
@@ -17,7 +19,7 @@ def parse_variant(spec: str) -> dict:
         raise ValueError(f'variant {spec!r}: mode must be rae or decq')
     out = dict(name=spec, queries=8 if mode == 'decq' else 0, sdpa=None,
                budget=None, ckpt=0, whole=False, bshd=False, options={},
-               mode=None)
+               mode=None, fused=False, fp8=False)
     for opt in filter(None, (opts or 'default').split('+')):
         if opt == 'default':
             continue
@@ -31,6 +33,10 @@ def parse_variant(spec: str) -> dict:
             out['whole'] = True
         elif opt == 'bshd':
             out['bshd'] = True
+        elif opt == 'fused':
+            out['fused'] = True
+        elif opt == 'fp8':
+            out['fp8'] = True
         elif opt == 'cdt':
             out['options']['coordinate_descent_tuning'] = True
         elif opt == 'autotune':
@@ -85,6 +91,12 @@ def run_dit_variant(var: dict, plan, iters: int, with_profile: bool) -> dict:
         with sdpa_priority(var['sdpa']):
             model, ch, grid = build_dit(plan, 'XL', var['queries'],
                                          grad_checkpoint=var['ckpt'])
+            if var['fused']:
+                from decq_plugin.ops.fused_block import fuse_adaln_blocks
+                fuse_adaln_blocks(model)
+            if var['fp8']:
+                from decq_plugin.models.fp8 import convert_to_fp8_training
+                convert_to_fp8_training(model)
             out = time_dit(
                 plan, model, ch, grid, var['queries'], plan.batch2,
                 variant_compile(var, plan.dry), ceiling=None,

@@ -1,4 +1,5 @@
 """Runner hooks."""
-from . import (fault_injection_hook, latent_layout_check_hook,  # noqa: F401
-               non_finite_guard_hook, reconstruction_grid_hook,
+from . import (fault_injection_hook, float8_training_hook,  # noqa: F401
+               latent_layout_check_hook, non_finite_guard_hook,
+               reconstruction_grid_hook,
                resumable_checkpoint_hook, sample_grid_hook)

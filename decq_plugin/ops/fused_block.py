@@ -1,0 +1,81 @@
+"""The DiT-DH block on the fused kernels of :mod:`decq_plugin.ops.fused`.
+
+    from decq_plugin.ops.fused_block import fuse_adaln_blocks
+    count = fuse_adaln_blocks(model)     # every AdaLNBlock in ``model``
+
+:class:`FusedAdaLNBlock` has the parameters, ``state_dict`` keys and
+function of :class:`~decq_plugin.models.diffusion.layers.AdaLNBlock`; only
+its forward differs. Per block, three kernels replace the elementwise
+work between the GEMMs::
+
+    h = rms_norm_modulate(x, norm1, shift_a, scale_a)
+    q, k, v = rope_qkv(qkv(h))                # layout + RoPE, one pass
+    x, h = add_rms_norm_modulate(x, gate_a, proj(attn), norm2, shift_m,
+                                 scale_m)     # residual + norm, one pass
+    x = x + gate_m * w_out(swiglu(w_in(h)))
+
+``fuse_adaln_blocks`` swaps the class of blocks in place (weights stay
+where they are; ``unfuse_adaln_blocks`` swaps back), so a built or loaded
+model switches without a copy.
+"""
+from typing import Optional
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from decq_plugin.models.diffusion.layers import AdaLNBlock, gated_residual
+from . import fused
+
+
+class FusedAdaLNBlock(AdaLNBlock):
+    """:class:`AdaLNBlock` through the fused kernels. ``x``: [B, N, D];
+    ``cond``: [B, D] or [B, N, D]; RoPE tables [N, d] or None."""
+
+    def forward(self, x: Tensor, cond: Tensor,
+                rope_cos: Optional[Tensor] = None,
+                rope_sin: Optional[Tensor] = None) -> Tensor:
+        if cond.dim() == 2:
+            cond = cond.unsqueeze(1)
+        (shift_a, scale_a, gate_a, shift_m, scale_m,
+         gate_m) = self.modulation(cond).chunk(6, dim=-1)
+        h = fused.rms_norm_modulate(x, self.norm1.weight, shift_a, scale_a,
+                                    self.norm1.eps)
+        update = self._attention(h, rope_cos, rope_sin)
+        x, h = fused.add_rms_norm_modulate(x, gate_a, update,
+                                           self.norm2.weight, shift_m,
+                                           scale_m, self.norm2.eps)
+        mlp = self.mlp
+        return gated_residual(x, gate_m, mlp.w_out(fused.swiglu(mlp.w_in(h))))
+
+    def _attention(self, h: Tensor, cos: Optional[Tensor],
+                   sin: Optional[Tensor]) -> Tensor:
+        attn = self.attn
+        b, n, d = h.shape
+        qkv = attn.qkv(h).view(b, n, 3, attn.num_heads, attn.head_dim)
+        if cos is not None:
+            q, k, v = fused.rope_qkv(qkv, cos, sin).unbind(0)
+        else:
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return attn.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+def fuse_adaln_blocks(model: nn.Module) -> int:
+    """Make every :class:`AdaLNBlock` of ``model`` a
+    :class:`FusedAdaLNBlock` (in place); returns how many."""
+    count = 0
+    for module in model.modules():
+        if type(module) is AdaLNBlock:
+            module.__class__ = FusedAdaLNBlock
+            count += 1
+    return count
+
+
+def unfuse_adaln_blocks(model: nn.Module) -> int:
+    """Undo :func:`fuse_adaln_blocks`; returns how many blocks changed."""
+    count = 0
+    for module in model.modules():
+        if type(module) is FusedAdaLNBlock:
+            module.__class__ = AdaLNBlock
+            count += 1
+    return count
