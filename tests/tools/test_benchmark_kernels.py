@@ -1,6 +1,7 @@
-"""tools/analysis/benchmark_kernels.py: a CPU dry run of both parts (tiny
-shapes; the ops compute their references there), the report, and that a
-``fused`` step variant really runs the fused blocks."""
+"""tools/analysis/benchmark_kernels.py: a CPU dry run of every part (tiny
+shapes; the ops compute their references there), the report, and that the
+``fused`` / ``qsplit`` step variants really run the fused blocks and the
+split attention."""
 import importlib.util
 import json
 import sys
@@ -16,19 +17,33 @@ _spec.loader.exec_module(tool)
 
 
 def test_dry_run_measures_every_op_and_variant(tmp_path, monkeypatch):
+    import decq_plugin.models.diffusion.layers as layers
     import decq_plugin.ops.fused_block as fused_block
     fused_models = []
     real = fused_block.fuse_adaln_blocks
 
-    def spy(model):
-        fused_models.append(real(model))
-        return fused_models[-1]
+    def spy(model, ops):
+        fused_models.append((real(model, ops), sorted(ops)))
+        return fused_models[-1][0]
+
+    splits = set()
+    real_attend = layers.attend
+
+    def attend_spy(q, k, v, split_at=0):
+        splits.add((q.shape[2], split_at))
+        return real_attend(q, k, v, split_at)
 
     monkeypatch.setattr(fused_block, 'fuse_adaln_blocks', spy)
+    monkeypatch.setattr(layers, 'attend', attend_spy)
     result = tool.main(['--dry-run', '--out-dir', str(tmp_path), '--iters',
-                        '1', '--variants', 'decq,decq:fused', '--commit',
-                        'abc123'])
-    assert fused_models == [3]  # the tiny DiT-DH: 2 body + 1 head blocks
+                        '1', '--variants',
+                        'decq,decq:fused,decq:qsplit+fused=add_norm/swiglu',
+                        '--commit', 'abc123'])
+    # the tiny DiT-DH: 2 body + 1 head blocks, all kernels, then a subset
+    assert fused_models == [(3, ['add_norm', 'norm', 'rope', 'swiglu']),
+                            (3, ['add_norm', 'swiglu'])]
+    # 9 patches + 2 queries: split after the patches only in the qsplit run
+    assert (11, 0) in splits and (11, 9) in splits
     saved = json.loads((tmp_path / 'benchmark_kernels.json').read_text())
     assert saved['commit'] == 'abc123' and len(saved['tree']) == 40
     ops = [row['op'].split()[0] for row in saved['ops']]
@@ -38,10 +53,18 @@ def test_dry_run_measures_every_op_and_variant(tmp_path, monkeypatch):
         assert 'error' not in row, row
         assert row['eager_ms'] > 0 and row['fused_ms'] > 0
         assert row['min_mb'] >= 0
-    assert [r['variant'] for r in saved['step']] == ['decq', 'decq:fused']
+    layouts = [(r['part'], r['layout'], r['shape'][2])
+               for r in saved['attention']]
+    assert layouts == [(part, layout, n) for part in ('body', 'head')
+                       for layout, n in (('rae', 9), ('joint', 11),
+                                         ('split', 11))]
+    assert all(r['ms'] > 0 for r in saved['attention'])
+    assert [r['variant'] for r in saved['step']] == [
+        'decq', 'decq:fused', 'decq:qsplit+fused=add_norm/swiglu']
     assert all(r['img_s'] > 0 for r in saved['step'])
     table = (tmp_path / 'benchmark_kernels.md').read_text()
     assert '| decq:fused | 4 |' in table and 'commit abc123' in table
+    assert '| body | default | split | [4, 4, 11, 12] |' in table
     assert result['ops'] == saved['ops']
 
 
@@ -50,3 +73,6 @@ def test_unknown_part_is_refused(capsys):
     with pytest.raises(SystemExit):
         tool.parse_args(['--parts', 'ops,kernels'])
     assert "unknown ['kernels']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--variants', 'decq', '--profile-variants', 'rae'])
+    assert "['rae'] not in --variants" in capsys.readouterr().err

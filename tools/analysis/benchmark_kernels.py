@@ -17,7 +17,11 @@ Parts (``--parts``):
   AdamW) for each of ``--variants`` (``MODE[:OPT+OPT]``, ``fused`` swaps
   in ``FusedAdaLNBlock``, ``fp8`` converts the large linears to torchao's
   float8 training, see decq_plugin/models/fp8.py), at ``--step-batch``:
-  img/s, peak memory.
+  img/s, peak memory; ``--profile-variants`` adds the kernel-class table
+  (``torch.profiler``, two steps) and the CFG forward of those variants;
+* ``attention``: SDPA forward + backward at the body's and the head's
+  shapes: RAE mode's 256 tokens, DecQ mode's 264 in one call and split
+  after the patches (``qsplit``), cuDNN and flash.
 
 Results: ``benchmark_kernels.json`` / ``.md`` in ``--out-dir``, rewritten
 after every row (a run cut short keeps what it measured). ``--dry-run``
@@ -36,7 +40,7 @@ sys.path.insert(0, ROOT)
 
 from decq_plugin.utils.cli import doc_summary  # noqa: E402
 
-PARTS = ('ops', 'step')
+PARTS = ('ops', 'attention', 'step')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,12 +48,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=doc_summary(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--out-dir', default=os.environ.get('OUT', '.'))
-    p.add_argument('--parts', default='ops,step',
+    p.add_argument('--parts', default='ops,attention,step',
                    help=f'comma-separated, from {PARTS}')
     p.add_argument('--batch', type=int, default=256,
                    help='batch of the isolated ops (tokens: batch x 264)')
     p.add_argument('--variants', default='decq,decq:fused,rae,rae:fused',
                    help='train-step variants (profile_gpu.py syntax)')
+    p.add_argument('--profile-variants', default='',
+                   help='variants (of --variants) that also get the kernel '
+                   'table and the CFG forward')
     p.add_argument('--step-batch', type=int, default=256)
     p.add_argument('--iters', type=int, default=10,
                    help='timed steps per variant (ops: twice as many)')
@@ -63,6 +70,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = set(args.parts.split(',')) - set(PARTS)
     if unknown:
         p.error(f'--parts: unknown {sorted(unknown)}; choose from {PARTS}')
+    stray = set(filter(None, args.profile_variants.split(','))) - set(
+        args.variants.split(','))
+    if stray:
+        p.error(f'--profile-variants: {sorted(stray)} not in --variants')
     return args
 
 
@@ -84,16 +95,25 @@ def write_report(result: dict, out_dir: str) -> None:
                          f"{r['inductor_ms']} | {r['fused_ms']} | "
                          f"x{r['fused_vs_inductor']} | {r['fused_gb_s']} |")
         lines.append('')
+    if result.get('attention'):
+        lines += ['| attention (fwd + bwd) | backend | layout | '
+                  '[B, H, N, d] | ms |', '|---|---|---|---|---:|']
+        for r in result['attention']:
+            lines.append(f"| {r['part']} | {r['backend']} | {r['layout']} | "
+                         f"{r['shape']} | {r.get('ms', r.get('error'))} |")
+        lines.append('')
     if result.get('step'):
         lines += ['| train step variant | batch | img/s | peak GiB | '
-                  'first step s |', '|---|---:|---:|---:|---:|']
+                  'first step s | CFG forward img/s per NFE |',
+                  '|---|---:|---:|---:|---:|---:|']
         for r in result['step']:
             if 'error' in r:
                 lines.append(f"| {r['variant']} | error: "
-                             f"{r['error'][:80]} ||||")
+                             f"{r['error'][:80]} |||||")
                 continue
             lines.append(f"| {r['variant']} | {r['batch']} | {r['img_s']} | "
-                         f"{r['peak_gib']} | {r['first_step_s']} |")
+                         f"{r['peak_gib']} | {r['first_step_s']} | "
+                         f"{r.get('cfg_forward_img_s_per_nfe', '')} |")
     with open(osp.join(out_dir, 'benchmark_kernels.md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
 
@@ -106,7 +126,8 @@ def main(argv=None) -> dict:
     from decq_plugin.benchmark.gpu import Plan, env_info
     from decq_plugin.benchmark.gpu.dit_variants import (parse_variant,
                                                         run_dit_variant)
-    from decq_plugin.benchmark.gpu.kernel_bench import bench_ops
+    from decq_plugin.benchmark.gpu.kernel_bench import (bench_attention,
+                                                        bench_ops)
     from decq_plugin.benchmark.gpu.provenance import provenance
     os.makedirs(args.out_dir, exist_ok=True)
     plan = Plan(dry_run=args.dry_run, quick=True, batch2=args.step_batch)
@@ -120,12 +141,18 @@ def main(argv=None) -> dict:
                                   dry=args.dry_run)
         result['ops_seconds'] = round(time.time() - t0, 1)
         write_report(result, args.out_dir)
+    if 'attention' in parts:
+        result['attention'] = bench_attention(
+            4 if args.dry_run else args.batch, plan.device,
+            iters=2 * args.iters, dry=args.dry_run)
+        write_report(result, args.out_dir)
     if 'step' in parts:
+        profiled = set(filter(None, args.profile_variants.split(',')))
         for spec in args.variants.split(','):
             var = parse_variant(spec)
             try:
                 row = run_dit_variant(var, plan, args.iters,
-                                      with_profile=False)
+                                      with_profile=spec in profiled)
             except Exception as err:  # keep the other variants' numbers
                 row = dict(variant=spec,
                            error=f'{type(err).__name__}: {err}'[:500])

@@ -12,6 +12,9 @@
 #     mmengine==0.10.7 mmcv-lite==2.2.0 mmpretrain==1.2.0 lpips==0.1.4 \
 #     torch-fidelity==0.4.0 addict yapf termcolor mat4py modelindex \
 #     model-index ordered-set importlib-metadata lazy-importer platformdirs
+# and, for --precision fp8, the torchao built for the machine's torch 2.11:
+#   pip download --no-deps --python-version 3.12 --only-binary=:all: -d .whl \
+#     --platform manylinux_2_28_x86_64 torchao==0.17.0
 DECQ_SITE="${DECQ_SITE:-/tmp/decq_site}"
 DECQ_WHEELS="${DECQ_WHEELS:-.whl}"
 if python3 -c 'import mmengine, mmcv, mmpretrain, lpips, torch_fidelity' \

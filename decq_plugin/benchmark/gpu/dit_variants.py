@@ -1,6 +1,8 @@
 """Variants of the DiT-DH-XL train step (SDPA backend, memory budget,
 activation checkpointing, whole-model compile, token-major attention,
-inductor options, the fused Triton kernels of :mod:`decq_plugin.ops`,
+inductor options, the fused Triton kernels of :mod:`decq_plugin.ops`
+(all: ``fused``; a subset: ``fused=add_norm/swiglu``), DecQ's split query
+attention (``qsplit``),
 float8 training of :mod:`decq_plugin.models.fp8`), each through
 :func:`.dit_step.time_dit`."""
 import contextlib
@@ -9,6 +11,7 @@ from typing import Callable, List, Optional
 
 import torch
 
+from decq_plugin.ops.fused_block import FUSED_OPS
 from .dit_step import build_dit, time_dit
 from .kernel_profile import profile_steps
 
@@ -19,7 +22,7 @@ def parse_variant(spec: str) -> dict:
         raise ValueError(f'variant {spec!r}: mode must be rae or decq')
     out = dict(name=spec, queries=8 if mode == 'decq' else 0, sdpa=None,
                budget=None, ckpt=0, whole=False, bshd=False, options={},
-               mode=None, fused=False, fp8=False)
+               mode=None, fused=(), fp8=False, qsplit=False)
     for opt in filter(None, (opts or 'default').split('+')):
         if opt == 'default':
             continue
@@ -34,7 +37,15 @@ def parse_variant(spec: str) -> dict:
         elif opt == 'bshd':
             out['bshd'] = True
         elif opt == 'fused':
-            out['fused'] = True
+            out['fused'] = FUSED_OPS
+        elif opt.startswith('fused='):
+            out['fused'] = tuple(opt.split('=', 1)[1].split('/'))
+            unknown = sorted(set(out['fused']) - set(FUSED_OPS))
+            if unknown:
+                raise ValueError(f'variant {spec!r}: unknown fused ops '
+                                 f'{unknown} (known: {FUSED_OPS})')
+        elif opt == 'qsplit':
+            out['qsplit'] = True
         elif opt == 'fp8':
             out['fp8'] = True
         elif opt == 'cdt':
@@ -89,11 +100,10 @@ def run_dit_variant(var: dict, plan, iters: int, with_profile: bool) -> dict:
     Attention.token_major = var['bshd']
     try:
         with sdpa_priority(var['sdpa']):
-            model, ch, grid = build_dit(plan, 'XL', var['queries'],
-                                         grad_checkpoint=var['ckpt'])
-            if var['fused']:
-                from decq_plugin.ops.fused_block import fuse_adaln_blocks
-                fuse_adaln_blocks(model)
+            model, ch, grid = build_dit(
+                plan, 'XL', var['queries'], grad_checkpoint=var['ckpt'],
+                split_query_attention=var['qsplit'],
+                fused_kernels=var['fused'] or False)
             if var['fp8']:
                 from decq_plugin.models.fp8 import convert_to_fp8_training
                 convert_to_fp8_training(model)

@@ -139,3 +139,39 @@ def bench_ops(batch: int, device: str, iters: int = 20,
         print('op', row, flush=True)
         torch._dynamo.reset()
     return rows
+
+
+def bench_attention(batch: int, device: str, iters: int = 20,
+                    dry: bool = False) -> List[dict]:
+    """SDPA forward + backward at DiT-DH-XL's attention shapes: RAE mode's
+    256 tokens, DecQ mode's 264 in one call (``joint``) and split after
+    the 256 patches (``split``, :func:`~decq_plugin.models.diffusion.
+    layers.attend`), per SDPA backend; median ms."""
+    from decq_plugin.benchmark.gpu.dit_variants import sdpa_priority
+    from decq_plugin.models.diffusion.layers import attend
+    s = _shapes(batch, dry)
+    patches = s['grid'] ** 2
+    dtype = dict(device=device, dtype=torch.bfloat16)
+    rows = []
+    for part in ('body', 'head'):
+        heads = s[f'{part}_heads']
+        d = s[part] // heads
+        for backend in ('cudnn', 'flash') if device == 'cuda' else (None, ):
+            for label, n, split in (('rae', patches, 0),
+                                    ('joint', s['n'], 0),
+                                    ('split', s['n'], patches)):
+                row = dict(part=part, backend=backend or 'default',
+                           layout=label, shape=[s['b'], heads, n, d])
+                qkv = [torch.randn(s['b'], heads, n, d, **dtype)
+                       for _ in range(3)]
+                try:
+                    with sdpa_priority(backend):
+                        ms, _ = _time_fwd_bwd(
+                            lambda q, k, v, at=split: attend(q, k, v, at),
+                            qkv, device, iters)
+                    row['ms'] = round(ms, 3)
+                except Exception as err:  # keep the other rows
+                    row['error'] = f'{type(err).__name__}: {err}'[:300]
+                rows.append(row)
+                print('attention', row, flush=True)
+    return rows

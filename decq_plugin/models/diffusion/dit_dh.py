@@ -49,7 +49,7 @@ the whole difference. DecQ adds, for the queries, input projections to the
 body and head widths, a condition projection to the head width, an output
 linear and Q x Db position embeddings.
 """
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -123,6 +123,15 @@ class DiTDH(nn.Module):
             True for every block, an int ``k`` for the first ``k`` body
             blocks only (trades part of the recompute for the activation
             memory that buys a larger batch), False/0 for none.
+        split_query_attention: in DecQ mode, attend the patch tokens' and
+            the query tokens' queries in two SDPA calls over all keys (same
+            values; the patch call keeps a tile-aligned length, see
+            ``layers.attend``).
+        fused_kernels: the Triton kernels of ``decq_plugin.ops`` the blocks
+            use: False (none), True (all) or names from
+            ``decq_plugin.ops.fused_block.FUSED_OPS``. Parameters and
+            checkpoints are the same either way; on a CPU the kernels
+            compute the reference expressions.
     """
 
     def __init__(self,
@@ -138,7 +147,9 @@ class DiTDH(nn.Module):
                  qkv_bias: bool = True,
                  use_rope: bool = True,
                  rope_theta: float = 10000.0,
-                 grad_checkpoint: Union[bool, int] = False) -> None:
+                 grad_checkpoint: Union[bool, int] = False,
+                 split_query_attention: bool = False,
+                 fused_kernels: Union[bool, Sequence[str]] = False) -> None:
         super().__init__()
         cfg = _resolve_arch(arch)
         if in_channels <= 0:
@@ -233,6 +244,16 @@ class DiTDH(nn.Module):
                 self.register_buffer(f'{part}_rope_cos', cos, persistent=False)
                 self.register_buffer(f'{part}_rope_sin', sin, persistent=False)
         self._reset_parameters()
+        self.split_query_attention = bool(split_query_attention)
+        if split_query_attention and num_queries > 0:
+            for block in [*self.body_blocks, *self.head_blocks]:
+                block.attn.split_at = self.num_patches
+        self.fused_kernels = fused_kernels
+        if fused_kernels:
+            from decq_plugin.ops.fused_block import (FUSED_OPS,
+                                                     fuse_adaln_blocks)
+            fuse_adaln_blocks(self, FUSED_OPS if fused_kernels is True
+                              else fused_kernels)
 
     def _reset_parameters(self) -> None:
         in_projs = [self.patch_in, self.head_patch_in]

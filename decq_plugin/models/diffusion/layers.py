@@ -110,6 +110,23 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (xf * cos + rotate_pairs(xf) * sin).to(x.dtype)
 
 
+def attend(q: Tensor, k: Tensor, v: Tensor, split_at: int = 0) -> Tensor:
+    """Softmax attention of q, k, v [B, H, N, d] -> [B, H, N, d].
+
+    ``split_at`` > 0 (and < N) runs the queries of tokens ``[:split_at]``
+    and ``[split_at:]`` as two SDPA calls over all N keys: the same values,
+    but the first call's query length stays a multiple of the kernels'
+    tiles (DecQ's 256 patches + 8 queries would otherwise pad 264 to the
+    next tile).
+    """
+    if 0 < split_at < q.shape[2]:
+        return torch.cat([
+            F.scaled_dot_product_attention(q[:, :, :split_at], k, v),
+            F.scaled_dot_product_attention(q[:, :, split_at:], k, v)],
+            dim=2)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention through ``F.scaled_dot_product_attention``
     with optional RoPE on queries and keys. [B, N, D] -> [B, N, D].
@@ -119,9 +136,14 @@ class Attention(nn.Module):
     the token-major [B, N, H, d] storage of the qkv projection and passes
     [B, H, N, d] views of it (no transposes around the kernel). Both give
     the same values.
+
+    ``split_at`` (instance attribute, 0: off) splits the queries into two
+    SDPA calls at that token (see :func:`attend`); DiT-DH sets it to its
+    patch count in DecQ mode.
     """
 
     token_major = False
+    split_at = 0
 
     def __init__(self, dim: int, num_heads: int,
                  qkv_bias: bool = True) -> None:
@@ -141,7 +163,7 @@ class Attention(nn.Module):
         if self.token_major:
             q, k, v = self._token_major_qkv(qkv, rope_cos, rope_sin)
             # No mask and head dims of 8k: SDPA takes the cuDNN/flash kernels.
-            x = F.scaled_dot_product_attention(q, k, v)
+            x = attend(q, k, v, self.split_at)
             return self.proj(x.transpose(1, 2).reshape(b, n, d))
         qkv = qkv.permute(2, 0, 3, 1, 4)  # [3, B, H, N, d]
         if rope_cos is not None:
@@ -150,7 +172,7 @@ class Attention(nn.Module):
             v = qkv[2]
         else:
             q, k, v = qkv.unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v)
+        x = attend(q, k, v, self.split_at)
         return self.proj(x.transpose(1, 2).reshape(b, n, d))
 
     @staticmethod
