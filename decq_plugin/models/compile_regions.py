@@ -10,6 +10,10 @@ after they are built, from ``model.compile``::
     model = dict(..., compile=dict(regions=['denoiser'],   # whole denoiser
                                    mode='max-autotune-no-cudagraphs'))
     model = dict(..., compile=dict(memory_budget=0.8))  # less memory
+    model = dict(..., compile=dict(enabled=False, memory_budget=0.8))
+    # eager unless ``--compile`` (which sets enabled=True); compiled, with
+    # this budget
+
 
 ``memory_budget`` (0 < b <= 1) is the activation memory budget of the
 compiled regions' partitioner (``torch._functorch.config.
@@ -41,7 +45,7 @@ from torch import nn
 #: ``torch.compile`` arguments ``model.compile`` may set.
 COMPILE_KWARGS = ('backend', 'mode', 'fullgraph', 'dynamic', 'options')
 #: Keys of ``model.compile`` besides the ``torch.compile`` arguments.
-REGION_KEYS = ('regions', 'memory_budget')
+REGION_KEYS = ('enabled', 'regions', 'memory_budget')
 
 
 class CompiledCall:
@@ -109,13 +113,19 @@ def _targets(module: nn.Module) -> Iterable[nn.Module]:
 def parse_compile_cfg(spec: Union[bool, dict, None],
                       default_regions: Sequence[str]) -> Optional[dict]:
     """``model.compile`` -> ``dict(regions=[...], **torch.compile kwargs)``
-    or None (eager). ``True`` means the default regions, inductor, static
-    shapes."""
+    or None (eager: False, None or ``enabled=False``). ``True`` means the
+    default regions, inductor, static shapes."""
     if not isinstance(spec, (bool, dict, type(None))):
         raise TypeError(f'compile must be a bool or a dict, got {spec!r}')
     if not spec:
         return None
     cfg = {} if spec is True else dict(spec)
+    enabled = cfg.pop('enabled', True)
+    if not isinstance(enabled, bool):
+        raise TypeError(f'compile: enabled must be True or False, got '
+                        f'{enabled!r}')
+    if not enabled:
+        return None
     regions = cfg.pop('regions', None)
     regions = list(default_regions if regions is None else regions)
     budget = cfg.pop('memory_budget', None)

@@ -469,17 +469,28 @@ def move_compile_to_model(cfg: Config, force: bool = False) -> None:
     which the project's models apply to their heavy regions (see
     ``decq_plugin.models.compile_regions``); ``force`` (``--compile``)
     switches it on with the model's default regions when the config has
-    none.
+    none, or sets ``enabled=True`` in the config's own ``model.compile``
+    (a recipe's ``compile=dict(enabled=False, memory_budget=0.8)`` says how
+    to compile when asked).
     """
     top = cfg.get('compile', False)
     if top:
         cfg.compile = False
         model = cfg.get('model')
-        if isinstance(model, dict) and not model.get('compile'):
-            model['compile'] = top if isinstance(top, dict) else True
+        if isinstance(model, dict):
+            _switch_on_compile(model, top if isinstance(top, dict) else True)
     if force:
         model = cfg.get('model')
         if not isinstance(model, dict):
             raise ValueError('--compile: the config has no model dict')
-        if not model.get('compile'):
-            model['compile'] = True
+        _switch_on_compile(model, True)
+
+
+def _switch_on_compile(model: dict, spec) -> None:
+    """Turn ``model.compile`` on: a config's own dict keeps its keys
+    (``enabled=False`` becomes True), an empty one becomes ``spec``."""
+    own = model.get('compile')
+    if isinstance(own, dict) and own.get('enabled', True) is False:
+        own['enabled'] = True
+    elif not own:
+        model['compile'] = spec

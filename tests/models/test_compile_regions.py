@@ -119,6 +119,13 @@ def test_memory_budget_is_checked_and_applied_during_calls():
     for bad in (0, 1.5, True, '0.5'):
         with pytest.raises(ValueError, match='memory_budget'):
             parse_compile_cfg(dict(memory_budget=bad), ['a'])
+    # enabled=False: eager (however the rest reads); True: as if absent
+    assert parse_compile_cfg(dict(enabled=False, memory_budget=0.5),
+                             ['a']) is None
+    assert parse_compile_cfg(dict(enabled=True, memory_budget=0.5),
+                             ['a'])['memory_budget'] == 0.5
+    with pytest.raises(TypeError, match='enabled must be True or False'):
+        parse_compile_cfg(dict(enabled='no'), ['a'])
     seen = []
 
     class Probe(torch.nn.Module):

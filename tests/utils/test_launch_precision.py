@@ -95,3 +95,21 @@ def test_top_level_compile_moves_to_the_model():
     assert not cfg.model.get('compile')
     launch.move_compile_to_model(cfg, force=True)
     assert cfg.model.compile is True
+
+
+def test_compile_switches_on_a_recipes_disabled_compile_dict():
+    """A recipe's ``compile=dict(enabled=False, memory_budget=0.8)`` stays
+    eager until ``--compile`` (or a top-level compile), which keeps its
+    budget."""
+    from decq_plugin.models.compile_regions import parse_compile_cfg
+    own = dict(enabled=False, memory_budget=0.8)
+    cfg = Config(dict(model=dict(type='X', compile=dict(own))))
+    launch.move_compile_to_model(cfg)
+    assert cfg.model.compile == own
+    assert parse_compile_cfg(cfg.model.compile, ['a']) is None
+    launch.move_compile_to_model(cfg, force=True)
+    assert cfg.model.compile == dict(enabled=True, memory_budget=0.8)
+    assert parse_compile_cfg(cfg.model.compile, ['a'])['memory_budget'] == 0.8
+    cfg = Config(dict(model=dict(type='X', compile=dict(own)), compile=True))
+    launch.move_compile_to_model(cfg)
+    assert cfg.compile is False and cfg.model.compile.enabled is True

@@ -1,8 +1,9 @@
 """Variants of the DiT-DH-XL train step (SDPA backend, memory budget,
 activation checkpointing, whole-model compile, token-major attention,
 inductor options, the fused Triton kernels of :mod:`decq_plugin.ops`
-(all: ``fused``; a subset: ``fused=add_norm/swiglu``), DecQ's split query
-attention (``qsplit``),
+(all: ``fused``; a subset: ``fused=add_norm/swiglu``; none unless named,
+whatever ``DiTDH``'s default), DecQ's split query attention (``qsplit``,
+``layers.attend``),
 float8 training of :mod:`decq_plugin.models.fp8`), each through
 :func:`.dit_step.time_dit`."""
 import contextlib
@@ -102,8 +103,11 @@ def run_dit_variant(var: dict, plan, iters: int, with_profile: bool) -> dict:
         with sdpa_priority(var['sdpa']):
             model, ch, grid = build_dit(
                 plan, 'XL', var['queries'], grad_checkpoint=var['ckpt'],
-                split_query_attention=var['qsplit'],
                 fused_kernels=var['fused'] or False)
+            if var['qsplit']:  # measured slower: an option of this tool only
+                for module in model.modules():
+                    if isinstance(module, Attention):
+                        module.split_at = model.num_patches
             if var['fp8']:
                 from decq_plugin.models.fp8 import convert_to_fp8_training
                 convert_to_fp8_training(model)

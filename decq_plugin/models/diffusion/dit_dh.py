@@ -123,15 +123,13 @@ class DiTDH(nn.Module):
             True for every block, an int ``k`` for the first ``k`` body
             blocks only (trades part of the recompute for the activation
             memory that buys a larger batch), False/0 for none.
-        split_query_attention: in DecQ mode, attend the patch tokens' and
-            the query tokens' queries in two SDPA calls over all keys (same
-            values; the patch call keeps a tile-aligned length, see
-            ``layers.attend``).
         fused_kernels: the Triton kernels of ``decq_plugin.ops`` the blocks
-            use: False (none), True (all) or names from
-            ``decq_plugin.ops.fused_block.FUSED_OPS``. Parameters and
-            checkpoints are the same either way; on a CPU the kernels
-            compute the reference expressions.
+            use: True (all, the default: 2.7% faster DiT-DH-XL train step
+            on an H200, docs/benchmarks.md), False (none: the blocks' own
+            expressions, which ``torch.compile`` fuses) or names from
+            ``decq_plugin.ops.fused_block.FUSED_OPS``. Parameters,
+            checkpoints and values (to rounding) are the same either way;
+            on a CPU the kernels compute the reference expressions.
     """
 
     def __init__(self,
@@ -148,8 +146,7 @@ class DiTDH(nn.Module):
                  use_rope: bool = True,
                  rope_theta: float = 10000.0,
                  grad_checkpoint: Union[bool, int] = False,
-                 split_query_attention: bool = False,
-                 fused_kernels: Union[bool, Sequence[str]] = False) -> None:
+                 fused_kernels: Union[bool, Sequence[str]] = True) -> None:
         super().__init__()
         cfg = _resolve_arch(arch)
         if in_channels <= 0:
@@ -244,10 +241,6 @@ class DiTDH(nn.Module):
                 self.register_buffer(f'{part}_rope_cos', cos, persistent=False)
                 self.register_buffer(f'{part}_rope_sin', sin, persistent=False)
         self._reset_parameters()
-        self.split_query_attention = bool(split_query_attention)
-        if split_query_attention and num_queries > 0:
-            for block in [*self.body_blocks, *self.head_blocks]:
-                block.attn.split_at = self.num_patches
         self.fused_kernels = fused_kernels
         if fused_kernels:
             from decq_plugin.ops.fused_block import (FUSED_OPS,

@@ -325,7 +325,8 @@ def test_token_major_attention_layout_gives_the_same_model():
         torch.manual_seed(0)
         model = DiTDH(arch=dict(body_width=32, body_depth=2, body_heads=2,
                                 head_width=48, head_depth=1, head_heads=2),
-                      in_channels=8, grid_size=4, num_queries=2)
+                      in_channels=8, grid_size=4, num_queries=2,
+                      fused_kernels=False)  # the blocks' own attention
         for p in model.parameters():
             torch.nn.init.normal_(p, std=0.1)
         x = {'patch': torch.randn(2, 8, 4, 4), 'query': torch.randn(2, 2, 8)}
@@ -343,3 +344,62 @@ def test_token_major_attention_layout_gives_the_same_model():
     for key in g0:
         torch.testing.assert_close(g1[key], g0[key], rtol=1e-4, atol=1e-6,
                                    msg=key)
+
+
+def test_fused_kernels_argument_picks_the_block_class():
+    from decq_plugin.models.diffusion.layers import AdaLNBlock
+    from decq_plugin.ops.fused_block import FUSED_OPS, FusedAdaLNBlock
+    blocks = lambda m: [*m.body_blocks, *m.head_blocks]  # noqa: E731
+    default = tiny(Q)
+    assert all(type(b) is FusedAdaLNBlock for b in blocks(default))
+    assert all(b.fused_ops == frozenset(FUSED_OPS) for b in blocks(default))
+    plain = tiny(Q, fused_kernels=False)
+    assert all(type(b) is AdaLNBlock for b in blocks(plain))
+    some = tiny(Q, fused_kernels=['rope', 'swiglu'])
+    assert all(b.fused_ops == {'rope', 'swiglu'} for b in blocks(some))
+    assert list(default.state_dict()) == list(plain.state_dict())
+    with pytest.raises(ValueError, match=r"\['ropes'\] unknown"):
+        tiny(Q, fused_kernels=['ropes'])
+
+
+@pytest.mark.parametrize('fused', [True, ('add_norm', 'rope')])
+def test_fused_blocks_give_the_plain_blocks_values(fused):
+    """On the CPU the fused ops compute their reference expressions: the
+    model's outputs and gradients must equal the plain blocks' (the GPU
+    kernels are checked against the same references in tests/ops)."""
+    results = []
+    for setting in (False, fused):
+        torch.manual_seed(0)  # the Fourier frequencies are a random buffer
+        model = randomize(tiny(Q, class_dropout=0.0,
+                               fused_kernels=setting)).train()
+        x, t, y = latents(num_queries=Q), torch.tensor([0.3, 0.8]), labels()
+        out = model(x, t, y)
+        (out['patch'].square().mean() + out['query'].sum()).backward()
+        results.append((out, {n: p.grad for n, p in
+                              model.named_parameters()}))
+    (out0, g0), (out1, g1) = results
+    for key in out0:
+        torch.testing.assert_close(out1[key], out0[key])
+    assert out0['patch'].abs().sum() > 0
+    for name, grad in g0.items():
+        torch.testing.assert_close(g1[name], grad, msg=name)
+
+
+def test_split_attention_equals_one_call():
+    """layers.attend with split_at: the queries before and after the split
+    in two SDPA calls give the one call's values and gradients."""
+    from decq_plugin.models.diffusion.layers import attend
+    g = torch.Generator().manual_seed(0)
+    qkv = [torch.randn(2, 3, 11, 8, generator=g, requires_grad=True)
+           for _ in range(3)]
+    grads = []
+    for split_at in (0, 9):
+        out = attend(*qkv, split_at=split_at)
+        out.backward(torch.ones_like(out))
+        grads.append((out.detach(), [t.grad.clone() for t in qkv]))
+        for t in qkv:
+            t.grad = None
+    torch.testing.assert_close(grads[1][0], grads[0][0])
+    for a, b in zip(grads[1][1], grads[0][1]):
+        torch.testing.assert_close(a, b)
+    assert attend(*qkv, split_at=11).shape == (2, 3, 11, 8)  # no split
