@@ -52,7 +52,7 @@ def kernels_run_on(tensor: Tensor) -> bool:
 
 def _output_dtype(x: Tensor) -> torch.dtype:
     kind = x.device.type
-    if torch.is_autocast_enabled(kind):
+    if kind in ('cuda', 'cpu') and torch.is_autocast_enabled(kind):
         return torch.get_autocast_dtype(kind)
     return x.dtype
 

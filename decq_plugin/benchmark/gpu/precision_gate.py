@@ -1,0 +1,237 @@
+"""The quality gate of a training precision (``fp8`` against ``bf16``),
+through ``tools/train.py``: the same recipe, initialisation, data and
+random draws, one run per precision; per-step loss and gradient norm from
+the run's own ``scalars.json``.
+
+Stage 2 trains the shipped DiT-DH-XL DecQ recipe on structured synthetic
+latents (class means plus a low-rank spread: the loss falls as on real
+latents instead of sitting at the noise floor); stage 1 trains the shipped
+DecQ tokenizer recipe (every loss on from the first step) on synthetic
+JPEGs. The verdict (:func:`judge`): the mean loss of the last ``tail``
+steps within ``tolerance`` of the reference precision's, no skipped
+(non-finite) update, every step logged.
+"""
+import glob
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+import torch
+
+from .plan import ROOT, STAGE1, STAGE2
+from .synthetic_data import latent_shapes, write_jpegs
+from .tool_runs import override_config
+
+DEMO = dict(stage1='configs/demo/decq_tiny_1xb8-16e_demo-64.py',
+            stage2='configs/demo/ldm_dit-dh-tiny_decq-tiny_1xb16-40e_demo-64.py')
+#: steps per epoch of the synthetic sets (the recipes are epoch-based)
+STEPS_PER_EPOCH = 100
+
+
+def write_structured_latents(root: str, shapes: Dict[str, tuple], count: int,
+                             classes: int, seed: int = 0,
+                             rank: int = 16) -> None:
+    """``count`` float16 latents of ``shapes`` in a latent folder: per key,
+    class mean (std 0.8) + rank-``rank`` spread (0.5) + white noise (0.2).
+    Kept when ``root`` already holds them."""
+    from decq_plugin.datasets.latent_dataset import LatentShardWriter
+    if osp.isfile(osp.join(root, 'meta.json')):
+        return
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, classes, (count, ), generator=g)
+    parts = {}
+    for key, shape in shapes.items():
+        dim = int(torch.tensor(shape).prod())
+        means = torch.randn(classes, dim, generator=g) * 0.8
+        basis = torch.randn(rank, dim, generator=g) / rank**0.5
+        parts[key] = (means, basis, dim)
+    with LatentShardWriter(root, shard_size=1024, tokenizer='synthetic',
+                           normalised=True) as writer:
+        for start in range(0, count, 256):
+            idx = labels[start:start + 256]
+            batch = {}
+            for key, (means, basis, dim) in parts.items():
+                n = idx.shape[0]
+                x = (means[idx] + torch.randn(n, basis.shape[0], generator=g)
+                     @ basis * 0.5 + torch.randn(n, dim, generator=g) * 0.2)
+                batch[key] = x.reshape(n, *shapes[key]).half()
+            writer.add(batch, idx)
+
+
+def gate_config(stage: int, work: str, batch: int, steps: int,
+                dry: bool) -> str:
+    """An override of the shipped recipe (the demo one in a dry run):
+    synthetic data, ``steps`` iterations in epochs of ``STEPS_PER_EPOCH``,
+    every step logged, no validation and no checkpoints."""
+    per_epoch = min(STEPS_PER_EPOCH, steps)
+    if steps % per_epoch:
+        raise ValueError(f'steps ({steps}) must be a multiple of '
+                         f'{per_epoch}')
+    epochs = steps // per_epoch
+    count = per_epoch * batch
+    data = osp.join(work, f'data{stage}')
+    if stage == 2:
+        config = DEMO['stage2'] if dry else STAGE2
+        write_structured_latents(data, latent_shapes(config), count,
+                                 classes=8 if dry else 1000)
+        body = (f'train_dataloader = dict(batch_size={batch}, dataset=dict('
+                f'data_root={data!r}, use_flip=False))\n')
+    else:
+        config = DEMO['stage1'] if dry else STAGE1
+        size, crop, resize = ((80, 60), 64, 72) if dry else \
+            ((500, 375), 256, 384)
+        write_jpegs(data, count, size)
+        body = (
+            f'train_dataloader = dict(batch_size={batch}, dataset=dict('
+            f"_delete_=True, type='ImageNetDataset', data_root={data!r}, "
+            f"split='train', transform=dict(type='RAETrainCrop', "
+            f'resize={resize}, crop={crop})))\n'
+            'model = dict(disc_start=0, gan_start=0' + ('' if dry else (
+                ', tokenizer=dict(encoder=dict(pretrained=False)), '
+                'discriminator=dict(pretrained=False), perceptual_loss='
+                'dict(pretrained_trunk=False)')) + ')\n')
+    body += (
+        'val_dataloader = None\nval_cfg = None\nval_evaluator = None\n'
+        f'train_cfg = dict(max_epochs={epochs}, val_interval={epochs + 1})\n'
+        'default_hooks = dict(logger=dict(interval=1), checkpoint=dict('
+        'interval=1000000, save_last=False))\n'
+        'log_processor = dict(window_size=1)\n'
+        'randomness = dict(seed=0)\n')
+    return override_config(osp.join(work, f'gate_stage{stage}.py'), config,
+                           body)
+
+
+def read_scalars(work_dir: str) -> Dict[str, List[float]]:
+    """Per-step ``loss`` and ``grad_norm`` (the first optimizer's, where a
+    model has several) from the run's ``vis_data/scalars.json``."""
+    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
+                                      'scalars.json')))
+    if not files:
+        return dict(step=[], loss=[], grad_norm=[])
+    rows = [json.loads(line) for line in open(files[-1]) if line.strip()]
+    rows = [r for r in rows if 'loss' in r and 'step' in r]
+    norm_key = next((k for k in ('grad_norm', 'generator.grad_norm',
+                                 'decoder.grad_norm') if rows and k in rows[0]),
+                    next((k for k in (rows[0] if rows else {})
+                          if k.endswith('grad_norm')), None))
+    return dict(step=[int(r['step']) for r in rows],
+                loss=[float(r['loss']) for r in rows],
+                grad_norm=[float(r[norm_key]) for r in rows]
+                if norm_key else [], grad_norm_key=norm_key)
+
+
+def run_precision(stage: int, precision: str, config: str, work: str,
+                  compile: bool, timeout: int) -> dict:
+    """One ``tools/train.py`` run; the curves and the skipped updates."""
+    work_dir = osp.join(work, f'stage{stage}_{precision}')
+    cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config,
+           '--work-dir', work_dir, '--precision', precision]
+    if compile:
+        cmd.append('--compile')
+    t0 = time.time()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                              timeout=timeout)
+        log, rc = proc.stdout + proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as err:
+        out = err.stdout or ''
+        log = out.decode() if isinstance(out, bytes) else out
+        rc = 'timeout'
+    curves = read_scalars(work_dir)
+    out = dict(precision=precision, rc=rc, seconds=round(time.time() - t0, 1),
+               skipped_updates=log.count('skipped the update of optimizer'),
+               **curves)
+    if rc != 0:
+        out['tail'] = log[-3000:]
+    return out
+
+
+def judge(reference: dict, candidate: dict, steps: int, tail: int,
+          tolerance: float) -> dict:
+    """The gate: both runs complete, no skipped update, the candidate's
+    mean loss over the last ``tail`` steps within ``tolerance`` (relative)
+    of the reference's."""
+    out = dict(tail=tail, tolerance=tolerance)
+    complete = all(len(r['loss']) == steps and r['rc'] == 0
+                   for r in (reference, candidate))
+    out['complete'] = complete
+    out['skipped_updates'] = candidate['skipped_updates'] + \
+        reference['skipped_updates']
+    if complete:
+        ref = sum(reference['loss'][-tail:]) / tail
+        got = sum(candidate['loss'][-tail:]) / tail
+        out.update(reference_mean=round(ref, 6), candidate_mean=round(got, 6),
+                   rel_diff=round(abs(got - ref) / abs(ref), 5))
+    out['passed'] = bool(complete and out['skipped_updates'] == 0
+                         and out['rel_diff'] <= tolerance)
+    return out
+
+
+def plot_runs(runs: List[dict], title: str, path: str) -> None:
+    """Loss and gradient-norm curves of the runs side by side (PNG)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for run in runs:
+        for ax, key in zip(axes, ('loss', 'grad_norm')):
+            if run.get(key):
+                ax.plot(run['step'][:len(run[key])], run[key],
+                        label=run['precision'], linewidth=0.7, alpha=0.8)
+    axes[0].set(xlabel='step', ylabel='loss', title=title)
+    axes[1].set(xlabel='step', ylabel='gradient norm (before clipping)',
+                yscale='log')
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+        else:  # stage 1's optimizers log no gradient norm
+            ax.text(0.5, 0.5, 'not logged', ha='center', va='center',
+                    transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_gate(stage: int, out_dir: str, env: dict, steps: int, batch: int,
+             precisions: List[str], tail: int, tolerance: float,
+             compile: bool = True, dry: bool = False,
+             timeout: int = 3600, work: Optional[str] = None,
+             earlier: Optional[dict] = None) -> dict:
+    """Every precision's run, then the verdict of the second run against
+    the first (``earlier``: a previous result of the same stage, steps and
+    batch whose runs of other precisions come first, e.g. the bf16 run of
+    another command);
+    writes ``precision_gate_stage{N}.json``/``.png``."""
+    work = work or osp.join(out_dir, 'work')
+    os.makedirs(work, exist_ok=True)
+    config = gate_config(stage, work, batch, steps, dry)
+    result = dict(env, stage=stage, steps=steps, batch=batch, runs=[])
+    if earlier is not None:
+        for key in ('stage', 'steps', 'batch'):
+            if earlier.get(key) != result[key]:
+                raise ValueError(f'the earlier result has {key}='
+                                 f'{earlier.get(key)!r}, this run '
+                                 f'{result[key]!r}')
+        # its runs of other precisions come first (this call's replace)
+        result['runs'] = [r for r in earlier['runs']
+                          if r['precision'] not in precisions]
+        result['earlier_commit'] = earlier.get('commit')
+    for precision in precisions:
+        run = run_precision(stage, precision, config, work, compile, timeout)
+        result['runs'].append(run)
+        print('run', {k: v for k, v in run.items()
+                      if k not in ('step', 'loss', 'grad_norm')}, flush=True)
+    if len(result['runs']) >= 2:
+        result['gate'] = judge(result['runs'][0], result['runs'][1], steps,
+                               min(tail, steps), tolerance)
+        print('gate', result['gate'], flush=True)
+    name = osp.join(out_dir, f'precision_gate_stage{stage}')
+    with open(name + '.json', 'w') as f:
+        json.dump(result, f)
+    plot_runs(result['runs'], f'stage {stage}, batch {batch}, '
+              f"{env.get('gpu', 'cpu')}", name + '.png')
+    return result

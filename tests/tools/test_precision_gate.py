@@ -1,0 +1,86 @@
+"""tools/analysis/precision_gate.py: the verdict, the curves read from a
+run's scalars.json, the structured synthetic latents, and a CPU dry run of
+both precisions through tools/train.py on the demo recipe."""
+import json
+
+import pytest
+import torch
+from tiny_models import load_tool
+
+from decq_plugin.benchmark.gpu import precision_gate as gate
+
+
+def _run(precision, loss, skipped=0, rc=0):
+    return dict(precision=precision, rc=rc, skipped_updates=skipped,
+                loss=list(loss), step=list(range(1, len(loss) + 1)))
+
+
+def test_judge_passes_within_tolerance_and_fails_otherwise():
+    ref = _run('bf16', [3.0] * 8 + [1.0, 1.0])
+    close = _run('fp8', [3.0] * 8 + [1.005, 1.005])
+    far = _run('fp8', [3.0] * 8 + [1.02, 1.02])
+    verdict = gate.judge(ref, close, steps=10, tail=2, tolerance=0.01)
+    assert verdict['passed'] and verdict['rel_diff'] == pytest.approx(0.005)
+    assert not gate.judge(ref, far, 10, 2, 0.01)['passed']
+    # a skipped update or a short run fails whatever the losses say
+    assert not gate.judge(ref, _run('fp8', close['loss'], skipped=1), 10, 2,
+                          0.01)['passed']
+    short = gate.judge(ref, _run('fp8', close['loss'][:9]), 10, 2, 0.01)
+    assert not short['passed'] and not short['complete']
+    assert not gate.judge(ref, _run('fp8', close['loss'], rc=1), 10, 2,
+                          0.01)['passed']
+
+
+def test_read_scalars_takes_loss_and_grad_norm_per_step(tmp_path):
+    vis = tmp_path / '20261203_000000' / 'vis_data'
+    vis.mkdir(parents=True)
+    rows = [dict(loss=2.0, grad_norm=0.5, step=1),
+            dict(lr=1e-4, step=1),  # a row without loss is not a step
+            dict(loss=1.5, grad_norm=0.25, step=2)]
+    (vis / 'scalars.json').write_text(
+        '\n'.join(json.dumps(r) for r in rows) + '\n')
+    got = gate.read_scalars(str(tmp_path))
+    assert got['step'] == [1, 2] and got['loss'] == [2.0, 1.5]
+    assert got['grad_norm'] == [0.5, 0.25]
+    assert gate.read_scalars(str(tmp_path / 'none'))['loss'] == []
+
+
+def test_structured_latents_have_class_structure(tmp_path):
+    from decq_plugin.datasets.latent_dataset import CachedLatentDataset
+    gate.write_structured_latents(str(tmp_path), {'patch': (4, 2, 2)},
+                                  count=300, classes=3)
+    data = CachedLatentDataset(str(tmp_path), use_flip=False)
+    assert len(data) == 300
+    items = [data[i] for i in range(300)]
+    xs = torch.stack([it['inputs']['patch'].float().flatten()
+                      for it in items])
+    ys = torch.tensor([it['data_samples']['gt_label'] for it in items])
+    means = torch.stack([xs[ys == c].mean(0) for c in range(3)])
+    within = torch.stack([(xs[ys == c] - means[c]).var(0).mean()
+                          for c in range(3)]).mean()
+    between = means.var(0).mean()
+    assert between > within  # class means stand out of the spread
+
+
+@pytest.mark.slow
+def test_dry_run_trains_both_precisions_and_writes_the_record(tmp_path):
+    tool = load_tool('analysis/precision_gate', 'decq_precision_gate')
+    out = tmp_path / 'out'
+    result = tool.main(['--dry-run', '--stage', '2', '--out-dir', str(out),
+                        '--commit', 'abc123'])
+    saved = json.loads((out / 'precision_gate_stage2.json').read_text())
+    assert saved['commit'] == 'abc123'
+    assert [r['precision'] for r in saved['runs']] == ['bf16', 'fp8']
+    for run in saved['runs']:
+        assert run['rc'] == 0 and len(run['loss']) == 2
+        assert len(run['grad_norm']) == 2
+    # on the CPU both compute in float32: the same curve, so the gate passes
+    assert saved['runs'][0]['loss'] == saved['runs'][1]['loss']
+    assert saved['gate']['passed'] and result['gate'] == saved['gate']
+    assert (out / 'precision_gate_stage2.png').stat().st_size > 0
+    # the second half of a split run, against the first's record
+    again = tool.main(['--dry-run', '--stage', '2', '--precisions', 'fp8',
+                       '--against', str(out / 'precision_gate_stage2.json'),
+                       '--out-dir', str(tmp_path / 'second')])
+    assert [r['precision'] for r in again['runs']] == ['bf16', 'fp8']
+    assert again['gate']['passed']
