@@ -59,12 +59,16 @@ def test_dry_run_measures_every_op_and_variant(tmp_path, monkeypatch):
                        for layout, n in (('rae', 9), ('joint', 11),
                                          ('split', 11))]
     assert all(r['ms'] > 0 for r in saved['attention'])
+    # bf16 inputs against float32 math: rounding-sized, not zero
+    errors = [(r['out_err'], r['dq_err']) for r in saved['attention']]
+    assert all(0 < out < 0.05 and 0 < dq < 0.05 for out, dq in errors), errors
     assert [r['variant'] for r in saved['step']] == [
         'decq', 'decq:fused', 'decq:qsplit+fused=add_norm/swiglu']
     assert all(r['img_s'] > 0 for r in saved['step'])
     table = (tmp_path / 'benchmark_kernels.md').read_text()
     assert '| decq:fused | 4 |' in table and 'commit abc123' in table
     assert '| body | default | split | [4, 4, 11, 12] |' in table
+    assert 'max error out / dq vs fp32' in table
     assert result['ops'] == saved['ops']
 
 

@@ -97,10 +97,12 @@ def write_report(result: dict, out_dir: str) -> None:
         lines.append('')
     if result.get('attention'):
         lines += ['| attention (fwd + bwd) | backend | layout | '
-                  '[B, H, N, d] | ms |', '|---|---|---|---|---:|']
+                  '[B, H, N, d] | ms | max error out / dq vs fp32 |',
+                  '|---|---|---|---|---:|---:|']
         for r in result['attention']:
             lines.append(f"| {r['part']} | {r['backend']} | {r['layout']} | "
-                         f"{r['shape']} | {r.get('ms', r.get('error'))} |")
+                         f"{r['shape']} | {r.get('ms', r.get('error'))} | "
+                         f"{r.get('out_err')} / {r.get('dq_err')} |")
         lines.append('')
     if result.get('step'):
         lines += ['| train step variant | batch | img/s | peak GiB | '

@@ -141,12 +141,35 @@ def bench_ops(batch: int, device: str, iters: int = 20,
     return rows
 
 
+def _attention_errors(qkv: List[torch.Tensor], split: int) -> dict:
+    """Largest |error| of ``attend`` (the active backend, inputs' dtype) on
+    the first two samples against float32 math attention: output and dq
+    for a fixed cotangent."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from decq_plugin.models.diffusion.layers import attend
+    small = [t[:2].detach().clone().requires_grad_(True) for t in qkv]
+    ref_in = [t.detach().float().requires_grad_(True) for t in small]
+    cot = torch.randn_like(ref_in[0])
+    out = attend(*small, split)
+    out.backward(cot.to(out.dtype))
+    with sdpa_kernel([SDPBackend.MATH]):
+        ref = attend(*ref_in, 0)
+        ref.backward(cot)
+    return dict(
+        out_err=round(float((out.float() - ref).abs().max()), 5),
+        dq_err=round(float((small[0].grad.float() - ref_in[0].grad)
+                           .abs().max()), 5))
+
+
 def bench_attention(batch: int, device: str, iters: int = 20,
                     dry: bool = False) -> List[dict]:
     """SDPA forward + backward at DiT-DH-XL's attention shapes: RAE mode's
     256 tokens, DecQ mode's 264 in one call (``joint``) and split after
     the 256 patches (``split``, :func:`~decq_plugin.models.diffusion.
-    layers.attend`), per SDPA backend; median ms."""
+    layers.attend`), per SDPA backend; median ms, and the largest error of
+    the output and of the query gradient against float32 math attention
+    (``out_err``, ``dq_err``)."""
     from decq_plugin.benchmark.gpu.dit_variants import sdpa_priority
     from decq_plugin.models.diffusion.layers import attend
     s = _shapes(batch, dry)
@@ -169,6 +192,7 @@ def bench_attention(batch: int, device: str, iters: int = 20,
                         ms, _ = _time_fwd_bwd(
                             lambda q, k, v, at=split: attend(q, k, v, at),
                             qkv, device, iters)
+                        row.update(_attention_errors(qkv, split))
                     row['ms'] = round(ms, 3)
                 except Exception as err:  # keep the other rows
                     row['error'] = f'{type(err).__name__}: {err}'[:300]
