@@ -123,8 +123,8 @@ def _with_val_loop(train_cfg: str) -> str:
             f'train_cfg = {train_cfg}\n')
 
 
-def test_a_val_interval_past_the_run_is_a_logged_warning(toy_config,
-                                                          tmp_path):
+def test_a_val_interval_past_the_run_is_a_logged_warning(
+        toy_config, tmp_path):
     """val_interval > max_epochs: the warning names both values, in the
     run's log; the run still validates (once, at its end) as before."""
     import glob
