@@ -226,6 +226,18 @@ def test_loads(path):
         f'{path.name} does not follow the naming scheme'
 
 
+def test_runtime_seeds_each_rank_differently():
+    """Data-parallel ranks must not draw the same flow-matching noise and
+    timesteps: the shipped runtime adds the rank to the seed, and every
+    config that sets ``randomness`` keeps it."""
+    base = Config.fromfile(str(CONFIG_DIR / '_base_/default_runtime.py'))
+    assert base.randomness.diff_rank_seed is True
+    for path in ALL_CONFIGS:
+        randomness = Config.fromfile(str(path)).get('randomness')
+        if randomness is not None:
+            assert randomness.get('diff_rank_seed') is True, path.name
+
+
 @pytest.mark.parametrize('path', ALL_CONFIGS, ids=_ids(ALL_CONFIGS))
 def test_inheritance_depth(path):
     # Recipes: at most three levels. A demo config only shrinks one recipe,

@@ -62,7 +62,10 @@ def main(argv=None) -> None:
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     if device == 'cuda' and args.launcher != 'none':
         device = f'cuda:{torch.cuda.current_device()}'
-    cfg = load_config(args.config, args.cfg_options)
+    try:  # a misspelt --cfg-options key: one line naming it, no traceback
+        cfg = load_config(args.config, args.cfg_options)
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f'compute_latent_stats.py: error: {err}')
     # Statistics are of raw latents: drop any stats file the config names.
     if 'tokenizer' in cfg.model:
         cfg.model.tokenizer.latent_stats = None

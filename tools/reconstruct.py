@@ -25,7 +25,7 @@ from decq_plugin.datasets.image_folder import (  # noqa: E402
 from decq_plugin.datasets.transforms import AdmCenterCrop  # noqa: E402
 from decq_plugin.evaluation.metrics.reconstruction import psnr  # noqa: E402
 from decq_plugin.utils.images import save_image_grid  # noqa: E402
-from decq_plugin.utils.launch import check_file  # noqa: E402
+from decq_plugin.utils.launch import check_file, load_config  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -109,8 +109,11 @@ def main(argv=None) -> None:
     checkpoint = None if args.checkpoint == 'none' else args.checkpoint
     paths = check_inputs(args.config, checkpoint, args.inputs)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    tokenizer = build_tokenizer_from_config(
-        args.config, checkpoint, args.cfg_options, device=device)
+    try:  # a misspelt --cfg-options key: one line naming it, no traceback
+        cfg = load_config(args.config, args.cfg_options)
+    except ValueError as err:
+        sys.exit(f'reconstruct.py: error: {err}')
+    tokenizer = build_tokenizer_from_config(cfg, checkpoint, device=device)
     crop = AdmCenterCrop(tokenizer.image_size)
     os.makedirs(args.out_dir, exist_ok=True)
     pairs = []

@@ -41,7 +41,8 @@ from decq_plugin.utils.preflight import (TRAIN_PARTS,  # noqa: E402
 from decq_plugin.utils.launch import (  # noqa: E402
     PRECISIONS, add_launcher_arguments, apply_precision, build_runner,
     check_file, choose_precision, export_local_rank, is_remote, load_config,
-    move_compile_to_model, resolve_work_dir, set_matmul_precision)
+    move_compile_to_model, resolve_work_dir, set_matmul_precision,
+    warn_about_validation_schedule)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -158,6 +159,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(finished)
         return
     runner = build_runner(cfg)
+    # In the run's log too: a schedule that (almost) never validates.
+    warn_about_validation_schedule(cfg)
     try:
         runner.train()
     except ProcessCountChangeError as error:  # a --resume: say what to do

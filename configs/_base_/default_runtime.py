@@ -37,7 +37,11 @@ log_processor = dict(by_epoch=True, window_size=50)
 log_level = 'INFO'
 load_from = None
 resume = False
-randomness = dict(seed=0, deterministic=False)
+# diff_rank_seed: rank r seeds with seed + r, so data-parallel ranks draw
+# different noise / timesteps / dropout (DDP copies rank 0's weights; the
+# samplers then take one seed broadcast from rank 0, so every rank still
+# shares one data order).
+randomness = dict(seed=0, diff_rank_seed=True, deterministic=False)
 # Set to True to let load_from fill only the keys that fit the model.
 allow_partial_load_from = False
 # Set to True to --resume on another process count than the checkpoint's

@@ -117,6 +117,12 @@ def reopen_to_extend(folder: str, meta: dict, target: int) -> None:
 
 # -- the work -----------------------------------------------------------------
 @torch.no_grad()
+def progress_label(folder: str) -> str:
+    """The progress bar's label: ``'encoding -> <folder name>'`` (the
+    folder is often named ``latents`` itself)."""
+    return f'encoding -> {osp.basename(osp.normpath(folder))}'
+
+
 def extract_rank(tokenizer: nn.Module, dataset: Dataset, folder: str,
                  *, rank: int = 0, world_size: int = 1,
                  num_images: Optional[int] = None, batch_size: int = 64,
@@ -158,7 +164,7 @@ def extract_rank(tokenizer: nn.Module, dataset: Dataset, folder: str,
                         collate_fn=default_collate)
     store = getattr(torch, dtype)
     bar = tqdm(total=len(todo), unit='img', disable=not progress,
-               desc=f'latents {osp.basename(folder)}')
+               desc=progress_label(folder))
     for batch in loader:
         images = batch['inputs'].to(device).float()
         n = images.shape[0]

@@ -263,6 +263,51 @@ def build_runner(cfg: Config):
     return quiet_runner_class().from_cfg(cfg)
 
 
+def validation_schedule_warning(cfg: Config) -> Optional[str]:
+    """What a training run's validation schedule leaves out, or None.
+
+    With a val loop configured (``val_dataloader``, ``val_cfg`` and
+    ``val_evaluator`` all set):
+
+    * ``train_cfg.val_begin`` past the run's length: the run never
+      validates;
+    * ``train_cfg.val_interval`` larger than ``max_epochs`` (``max_iters``
+      for iteration-based loops): it is never reached; MMEngine's loops
+      then validate only once, after the last epoch (iteration).
+    """
+    if any(cfg.get(key) is None
+           for key in ('val_dataloader', 'val_cfg', 'val_evaluator')):
+        return None
+    train_cfg = cfg.get('train_cfg') or {}
+    for key, unit, default_interval in (('max_epochs', 'epoch', 1),
+                                        ('max_iters', 'iteration', 1000)):
+        if key in train_cfg:
+            break
+    else:
+        return None
+    length = train_cfg[key]
+    interval = train_cfg.get('val_interval', default_interval)
+    begin = train_cfg.get('val_begin', 1)
+    if not all(isinstance(v, int) for v in (length, interval, begin)):
+        return None
+    if begin > length:
+        return (f'train_cfg.val_begin={begin} > train_cfg.{key}={length} '
+                f'(val_interval={interval}): this run never validates')
+    if interval > length:
+        return (f'train_cfg.val_interval={interval} > train_cfg.{key}='
+                f'{length}: the interval is never reached; the run '
+                f'validates only once, after its last {unit} ({length})')
+    return None
+
+
+def warn_about_validation_schedule(cfg: Config) -> None:
+    """Log :func:`validation_schedule_warning` (a WARNING) when there is
+    one; the run itself is not changed."""
+    message = validation_schedule_warning(cfg)
+    if message:
+        print_log(message, logger='current', level=logging.WARNING)
+
+
 def init_launcher(launcher: str) -> None:
     """Join the process group of ``launcher`` for a script outside the
     Runner (``'none'``: single process; gloo when no GPU is present)."""

@@ -163,3 +163,15 @@ def test_tokenizer_and_dataset_from_a_config(tokenizer, tmp_path):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got, (raw_query - 0.5) / (4.0 + 1e-5)**0.5,
                                atol=1e-5, rtol=1e-5)
+
+
+def test_progress_bar_label_names_the_folder_once(tokenizer, tmp_path,
+                                                  capsys):
+    """The folder is often called ``latents``: the bar must not read
+    'latents latents'."""
+    folder = tmp_path / 'latents'
+    extract_latents(tokenizer, Images(2), str(folder) + '/', batch_size=2,
+                    flip=False, progress=True)
+    err = capsys.readouterr().err
+    assert 'encoding -> latents' in err
+    assert 'latents latents' not in err

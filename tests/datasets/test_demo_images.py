@@ -100,3 +100,24 @@ def test_argument_errors():
 def test_optional_source_without_its_package_says_so():
     with pytest.raises(ModuleNotFoundError, match="'china'.*not installed"):
         DemoImageDataset(sources=('coffee', 'china'))
+
+
+def test_demo_loaders_emit_no_user_warning(offline):
+    """The demo recipe's train and val loaders, built as the runner builds
+    them (``SeededSampler``), give batches without any ``UserWarning``."""
+    import warnings
+
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+
+    from decq_plugin.utils.launch import load_config
+    from tiny_models import DEMO_DECQ
+    cfg = load_config(DEMO_DECQ)
+    with warnings.catch_warnings(record=True) as caught, \
+            DefaultScope.overwrite_default_scope(cfg.default_scope):
+        warnings.simplefilter('always')
+        for split in ('train_dataloader', 'val_dataloader'):
+            loader = Runner.build_dataloader(dict(cfg[split]), seed=0)
+            assert next(iter(loader))['inputs'].shape[1:] == (3, 64, 64)
+    assert [str(w.message) for w in caught
+            if issubclass(w.category, UserWarning)] == []

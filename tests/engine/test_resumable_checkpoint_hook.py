@@ -3,6 +3,7 @@ bit-identical resume of the real configs is tested in tests/faults)."""
 import os
 import os.path as osp
 
+import numpy as np
 import pytest
 import torch
 
@@ -188,3 +189,15 @@ def test_auto_resume_ignores_a_later_step_of_an_earlier_run(tmp_path):
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_2.pth'))
     assert find_resume_checkpoint(str(tmp_path)) == str(
         tmp_path / 'epoch_2.pth')
+
+
+def test_a_skipped_nan_loss_leaves_the_smoothed_loss_finite(tmp_path):
+    """The NaN loss of a skipped step is not logged: the windowed mean of
+    the next log lines stays finite; nonfinite_skips shows the count."""
+    runner = _runner(tmp_path, epochs=1, nan_at=2)
+    runner.train()
+    losses = runner.message_hub.log_scalars['train/loss'].data[0]
+    assert len(losses) == 3 and np.isfinite(losses).all()
+    tag, _ = runner.log_processor.get_log_after_iter(runner, 3, 'train')
+    assert np.isfinite(tag['loss'])
+    assert tag['nonfinite_skips'] == 1

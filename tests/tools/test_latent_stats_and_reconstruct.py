@@ -158,3 +158,23 @@ def test_reconstruct_tool_reports_every_missing_file_cleanly(tmp_path):
                                "found: 'configs/decq/nope.py'")
     assert "checkpoint not found: 'gone.pth'" in lines[1]
     assert "input 'nowhere.png' is neither an image file" in lines[2]
+
+
+@pytest.mark.parametrize('tool, extra', [
+    ('compute_latent_stats', ['--out', 'stats.pt']),
+    ('reconstruct', []),
+])
+def test_misspelt_cfg_option_is_one_clear_error(setup, tmp_path, tool,
+                                                extra):
+    """A typo in a --cfg-options key stops the tool as train.py does: exit
+    with one line naming the key (``sys.exit(message)``: no traceback)."""
+    root, config, ckpt, _ = setup
+    args = [config, ckpt] + ([str(root)] if tool == 'reconstruct' else [])
+    with pytest.raises(SystemExit) as exit_info:
+        _load_tool(tool).main(args + extra + [
+            '--device', 'cpu', '--cfg-options',
+            'model.tokenizer.condensr.num_queries=4'])
+    message = exit_info.value.code
+    assert isinstance(message, str) and '\n' not in message
+    assert message.startswith(f'{tool}.py: error: ')
+    assert 'model.tokenizer.condensr' in message

@@ -115,3 +115,47 @@ def test_stage2_in_one_epoch_keeps_a_valid_schedule():
     cfg = load_config(LDM, {'train_cfg.max_epochs': 1})
     assert [(s.type, s.begin, s.end) for s in cfg.param_scheduler] == [
         ('LinearLR', 0, 1)]
+
+
+def _with_val_loop(train_cfg: str) -> str:
+    return ("val_dataloader = _loader\nval_cfg = dict()\n"
+            "val_evaluator = dict(type='DecqCliToyMSE')\n"
+            f'train_cfg = {train_cfg}\n')
+
+
+def test_a_val_interval_past_the_run_is_a_logged_warning(
+        toy_config, tmp_path):
+    """val_interval > max_epochs: the warning names both values, in the
+    run's log; the run still validates (once, at its end) as before."""
+    import glob
+    path = Path(toy_config)
+    path.write_text(path.read_text() + _with_val_loop(
+        'dict(by_epoch=True, max_epochs=2, val_interval=5)'))
+    work = tmp_path / 'work'
+    _tool('train').main([str(path), '--work-dir', str(work)])
+    log, = glob.glob(str(work / '*' / '*.log'))
+    text = open(log).read()
+    assert ('WARNING - train_cfg.val_interval=5 > train_cfg.max_epochs=2'
+            in text)
+    assert 'Epoch(val) [2]' in text and 'Epoch(val) [1]' not in text
+
+
+def test_validation_schedule_warning_cases():
+    from mmengine.config import Config
+
+    from decq_plugin.utils.launch import validation_schedule_warning
+
+    def warning(train_cfg: dict, val: bool = True):
+        loops = dict(val_dataloader=dict(), val_cfg=dict(),
+                     val_evaluator=dict()) if val else {}
+        return validation_schedule_warning(Config(dict(train_cfg=train_cfg,
+                                                       **loops)))
+
+    assert warning(dict(max_epochs=16, val_interval=4)) is None
+    assert warning(dict(max_epochs=4, val_interval=4)) is None
+    assert warning(dict(max_epochs=2, val_interval=4), val=False) is None
+    assert 'val_interval=4 > train_cfg.max_epochs=2' in warning(
+        dict(max_epochs=2, val_interval=4))
+    assert 'val_interval=1000 > train_cfg.max_iters=10' in warning(
+        dict(by_epoch=False, max_iters=10))
+    assert 'never validates' in warning(dict(max_epochs=2, val_begin=3))

@@ -25,6 +25,12 @@ class NonFiniteGuardHook(Hook):
     when an optimizer skipped every update it was given. Each skip is one
     log line; each epoch with skips and the run end log a summary.
 
+    The NaN/Inf terms of a skipped iteration's outputs are left out of the
+    logged scalars (this hook runs just before MMEngine's
+    ``RuntimeInfoHook`` pushes them to the message hub), so the smoothed
+    ``loss`` of the following log lines stays finite;
+    ``nonfinite_skips`` counts the skipped updates.
+
     Works with and without AMP (see :func:`guard_optim_wrapper`). Enabled
     in ``configs/_base_/default_runtime.py`` as
     ``default_hooks.non_finite``.
@@ -33,7 +39,9 @@ class NonFiniteGuardHook(Hook):
         max_consecutive: skips in a row that stop the run.
     """
 
-    priority = 'VERY_HIGH'
+    # Just above RuntimeInfoHook (VERY_HIGH, 10): its after_train_iter
+    # logs the outputs this hook cleans.
+    priority = 9
 
     def __init__(self, max_consecutive: int = 20) -> None:
         self.counter = SkipCounter(
@@ -81,7 +89,10 @@ class NonFiniteGuardHook(Hook):
             bad = [k for k, v in outputs.items() if _not_finite(v)]
             if bad:
                 runner.logger.warning(
-                    f'iteration {runner.iter + 1}: non-finite terms {bad}')
+                    f'iteration {runner.iter + 1}: non-finite terms {bad} '
+                    '(not logged: they would make the smoothed values NaN)')
+                for key in bad:  # RuntimeInfoHook logs what is left
+                    outputs.pop(key)
 
     def after_train_epoch(self, runner) -> None:
         if self.counter.total != self._epoch_total:
