@@ -7,7 +7,8 @@ Stage 2 trains the shipped DiT-DH-XL DecQ recipe on structured synthetic
 latents (class means plus a low-rank spread: the loss falls as on real
 latents instead of sitting at the noise floor); stage 1 trains the shipped
 DecQ tokenizer recipe (every loss on from the first step) on synthetic
-JPEGs. The verdict (:func:`judge`): the mean loss of the last ``tail``
+JPEGs (its tokenizer optimizer's gradient norm is logged through a clip
+bound of 1e9, never reached). The verdict (:func:`judge`): the mean loss of the last ``tail``
 steps within ``tolerance`` of the reference precision's, no skipped
 (non-finite) update, every step logged.
 """
@@ -93,7 +94,11 @@ def gate_config(stage: int, work: str, batch: int, steps: int,
             'model = dict(disc_start=0, gan_start=0' + ('' if dry else (
                 ', tokenizer=dict(encoder=dict(pretrained=False)), '
                 'discriminator=dict(pretrained=False), perceptual_loss='
-                'dict(pretrained_trunk=False)')) + ')\n')
+                'dict(pretrained_trunk=False)')) + ')\n'
+            # the recipe does not clip; a bound never reached makes the
+            # tokenizer's optimizer log its gradient norm
+            'optim_wrapper = dict(tokenizer=dict(clip_grad=dict('
+            'max_norm=1e9)))\n')
     body += (
         'val_dataloader = None\nval_cfg = None\nval_evaluator = None\n'
         f'train_cfg = dict(max_epochs={epochs}, val_interval={epochs + 1})\n'
