@@ -416,8 +416,8 @@ def test_full_configs_follow_the_spec(path):
     assert gpus * cfg.train_dataloader.batch_size == 512
     if m.tokenizer.type == 'DecQTokenizer':
         cond = m.tokenizer.condenser
-        assert (cond.tap, cond.kv_tokens, cond.final_norm) == ('output',
-                                                              'patch', True)
+        assert (cond.tap, cond.kv_tokens,
+                cond.final_norm) == ('output', 'patch', True)
 
 
 # -- ablations change only what they name -------------------------------------

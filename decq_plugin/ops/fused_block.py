@@ -26,7 +26,7 @@ from typing import Iterable, Optional
 from torch import Tensor, nn
 
 from decq_plugin.models.diffusion.layers import (AdaLNBlock, attend,
-                                                gated_residual, modulate)
+                                                 gated_residual, modulate)
 from . import fused
 
 

@@ -248,7 +248,8 @@ def build_runner(cfg: Config):
     ``Runner`` with a short console, :mod:`decq_plugin.utils.quiet_logs`;
     the log file keeps the config, environment and hook order).
 
-    Multi-process runs without a GPU use gloo (:func:`prepare_cpu_distributed`).
+    Multi-process runs without a GPU use gloo
+    (:func:`prepare_cpu_distributed`).
     """
     from mmengine.registry import RUNNERS
 
@@ -339,7 +340,7 @@ def export_local_rank(args) -> None:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
 
 
-# -- numeric precision ---------------------------------------------------------
+# -- numeric precision -------------------------------------------------------
 #: What ``precision`` (config key) and ``--precision`` accept.
 PRECISIONS = ('fp32', 'tf32', 'bf16', 'fp16', 'fp8')
 #: ``--amp-dtype`` spellings -> precision.
@@ -503,7 +504,7 @@ def choose_precision(cfg: Config, amp: bool = False,
     return resolved
 
 
-# -- compiled model regions ----------------------------------------------------
+# -- compiled model regions --------------------------------------------------
 def move_compile_to_model(cfg: Config, force: bool = False) -> None:
     """Compile model regions instead of MMEngine's ``train_step``.
 

@@ -51,8 +51,8 @@ def test_val_mode_is_deterministic_adm_tiles(offline):
     labels = [ds[i]['data_samples']['gt_label'] for i in range(len(ds))]
     assert labels == [0] * 5 + [1] * 5
     chelsea = load_rgb_image(demo_image_path('chelsea'))
-    assert torch.equal(ds[0]['inputs'], to_tensor01(adm_center_crop(chelsea,
-                                                                     16)))
+    assert torch.equal(ds[0]['inputs'],
+                       to_tensor01(adm_center_crop(chelsea, 16)))
     big = to_tensor01(adm_center_crop(chelsea, 32))
     assert torch.equal(ds[2]['inputs'], big[:, :16, 16:])  # row 0, col 1
     again = DemoImageDataset(mode='val', image_size=16,

@@ -8,8 +8,9 @@ latents (class means plus a low-rank spread: the loss falls as on real
 latents instead of sitting at the noise floor); stage 1 trains the shipped
 DecQ tokenizer recipe (every loss on from the first step) on synthetic
 JPEGs (its tokenizer optimizer's gradient norm is logged through a clip
-bound of 1e9, never reached). The verdict (:func:`judge`): the mean loss of the last ``tail``
-steps within ``tolerance`` of the reference precision's, no skipped
+bound of 1e9, never reached). The verdict (:func:`judge`): the mean loss
+of the last ``tail`` steps within ``tolerance`` of the reference
+precision's, no skipped
 (non-finite) update, every step logged.
 """
 import glob
@@ -27,8 +28,9 @@ from .plan import ROOT, STAGE1, STAGE2
 from .synthetic_data import latent_shapes, write_jpegs
 from .tool_runs import override_config
 
-DEMO = dict(stage1='configs/demo/decq_tiny_1xb8-16e_demo-64.py',
-            stage2='configs/demo/ldm_dit-dh-tiny_decq-tiny_1xb16-40e_demo-64.py')
+DEMO = dict(
+    stage1='configs/demo/decq_tiny_1xb8-16e_demo-64.py',
+    stage2='configs/demo/ldm_dit-dh-tiny_decq-tiny_1xb16-40e_demo-64.py')
 #: steps per epoch of the synthetic sets (the recipes are epoch-based)
 STEPS_PER_EPOCH = 100
 
@@ -119,10 +121,9 @@ def read_scalars(work_dir: str) -> Dict[str, List[float]]:
         return dict(step=[], loss=[], grad_norm=[])
     rows = [json.loads(line) for line in open(files[-1]) if line.strip()]
     rows = [r for r in rows if 'loss' in r and 'step' in r]
-    norm_key = next((k for k in ('grad_norm', 'generator.grad_norm',
-                                 'decoder.grad_norm') if rows and k in rows[0]),
-                    next((k for k in (rows[0] if rows else {})
-                          if k.endswith('grad_norm')), None))
+    first = rows[0] if rows else {}
+    norm_key = 'grad_norm' if 'grad_norm' in first else next(
+        (k for k in first if k.endswith('grad_norm')), None)
     return dict(step=[int(r['step']) for r in rows],
                 loss=[float(r['loss']) for r in rows],
                 grad_norm=[float(r[norm_key]) for r in rows]
