@@ -34,10 +34,7 @@ model = dict(
     # shift(1 - linspace(0, 0.999, 50)), ending at t = 0.0069 for a = 6.93;
     # t_end=0.0 ends at t = 0 (the grid used here before).
     sampler=dict(type='EulerSampler', num_points=50, t_end=0.001),
-    guidance=None,
-    # Eager unless --compile; compiled, the partitioner keeps 80% of the
-    # activations and recomputes the cheapest rest in backward, so batch 256
-    # of DiT-DH-XL fits in less than 100 GiB (docs/benchmarks.md, "Memory").
-    # For the last ~2% of speed when memory is plentiful:
-    # --cfg-options model.compile.memory_budget=1.0
-    compile=dict(enabled=False, memory_budget=0.8))
+    guidance=None)
+# Batch 256 of DiT-DH-XL on one 141 GB GPU: --cfg-options
+# model.compile.memory_budget=0.8 (compiled, recomputes activations in
+# backward; 80 GiB, about 8% slower, docs/benchmarks.md) or --precision fp8.
