@@ -116,13 +116,13 @@ def reopen_to_extend(folder: str, meta: dict, target: int) -> None:
 
 
 # -- the work -----------------------------------------------------------------
-@torch.no_grad()
 def progress_label(folder: str) -> str:
     """The progress bar's label: ``'encoding -> <folder name>'`` (the
     folder is often named ``latents`` itself)."""
     return f'encoding -> {osp.basename(osp.normpath(folder))}'
 
 
+@torch.no_grad()
 def extract_rank(tokenizer: nn.Module, dataset: Dataset, folder: str,
                  *, rank: int = 0, world_size: int = 1,
                  num_images: Optional[int] = None, batch_size: int = 64,

@@ -175,3 +175,22 @@ def test_progress_bar_label_names_the_folder_once(tokenizer, tmp_path,
     err = capsys.readouterr().err
     assert 'encoding -> latents' in err
     assert 'latents latents' not in err
+
+
+def test_encoding_runs_without_autograd(tokenizer, tmp_path, monkeypatch):
+    """Extraction encodes under no_grad: a graph through the frozen
+    encoder would hold every activation of the batch (and run out of GPU
+    memory at the batch sizes extraction uses)."""
+    grad_modes = []
+    original = tokenizer.encode
+
+    def encode(images, *args, **kwargs):
+        grad_modes.append(torch.is_grad_enabled())
+        out = original(images, *args, **kwargs)
+        assert not any(v.requires_grad for v in out.values())
+        return out
+
+    monkeypatch.setattr(tokenizer, 'encode', encode)
+    extract_latents(tokenizer, Images(4), str(tmp_path / 'lat'),
+                    batch_size=2, flip=True, progress=False)
+    assert grad_modes and not any(grad_modes)

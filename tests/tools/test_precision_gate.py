@@ -84,3 +84,20 @@ def test_dry_run_trains_both_precisions_and_writes_the_record(tmp_path):
                        '--out-dir', str(tmp_path / 'second')])
     assert [r['precision'] for r in again['runs']] == ['bf16', 'fp8']
     assert again['gate']['passed']
+
+
+def test_each_data_set_gets_its_own_folder(tmp_path, monkeypatch):
+    """Another batch (epoch length) or a dry run writes a new folder
+    instead of reusing samples of another size."""
+    written = []
+    monkeypatch.setattr(gate, 'write_structured_latents',
+                        lambda root, *a, **k: written.append(root))
+    monkeypatch.setattr(gate, 'latent_shapes',
+                        lambda config: {'patch': (4, 2, 2)})
+    for batch in (2, 4, 2):
+        gate.gate_config(2, str(tmp_path), batch=batch, steps=200, dry=True)
+    assert written[0] == written[2] != written[1]
+    assert written[0].endswith('data2_demo_200')
+    with pytest.raises(SystemExit):
+        load_tool('analysis/precision_gate', 'decq_gate_args').parse_args(
+            ['--tail', '0'])

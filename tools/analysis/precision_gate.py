@@ -59,6 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                              else 500)
     if args.batch is None:
         args.batch = 2 if args.dry_run else (32 if args.stage == 2 else 16)
+    if args.tail < 1:
+        p.error('--tail: at least 1 step')
     args.precisions = [x for x in args.precisions.split(',') if x]
     if not args.precisions:
         p.error('--precisions: name at least one')

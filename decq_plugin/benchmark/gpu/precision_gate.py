@@ -76,7 +76,9 @@ def gate_config(stage: int, work: str, batch: int, steps: int,
                          f'{per_epoch}')
     epochs = steps // per_epoch
     count = per_epoch * batch
-    data = osp.join(work, f'data{stage}')
+    # one folder per data set: a rerun with another batch (epoch length)
+    # or a dry run before a real one must not reuse the wrong samples
+    data = osp.join(work, f"data{stage}_{'demo' if dry else 'full'}_{count}")
     if stage == 2:
         config = DEMO['stage2'] if dry else STAGE2
         write_structured_latents(data, latent_shapes(config), count,
