@@ -19,6 +19,8 @@ from typing import Dict, List
 
 import torch
 
+from .synthetic_data import class_structure, structured_samples
+
 TINY = dict(body_width=32, body_depth=2, body_heads=2, head_width=48,
             head_depth=1, head_heads=2)
 
@@ -32,12 +34,9 @@ def synthetic_latents(n: int, shapes: Dict[str, tuple], classes: int,
     out = {}
     for key, shape in shapes.items():
         dim = int(torch.tensor(shape).prod())
-        means = torch.randn(classes, dim, generator=g) * 0.8
-        basis = torch.randn(rank, dim, generator=g) / rank**0.5
-        spread = torch.randn(n, rank, generator=g) @ basis * 0.5
-        noise = torch.randn(n, dim, generator=g) * 0.2
-        out[key] = (means[labels] + spread + noise).reshape(n, *shape).to(
-            device)
+        means, basis = class_structure(classes, dim, rank, g)
+        out[key] = structured_samples(means, basis, labels, g).reshape(
+            n, *shape).to(device)
     return out, labels.to(device)
 
 

@@ -17,7 +17,6 @@ import glob
 import json
 import os
 import os.path as osp
-import subprocess
 import sys
 import time
 from typing import Dict, List, Optional
@@ -25,8 +24,9 @@ from typing import Dict, List, Optional
 import torch
 
 from .plan import ROOT, STAGE1, STAGE2
-from .synthetic_data import latent_shapes, write_jpegs
-from .tool_runs import override_config
+from .synthetic_data import (class_structure, latent_shapes,
+                             structured_samples, write_jpegs)
+from .tool_runs import override_config, run_command
 
 DEMO = dict(
     stage1='configs/demo/decq_tiny_1xb8-16e_demo-64.py',
@@ -38,31 +38,24 @@ STEPS_PER_EPOCH = 100
 def write_structured_latents(root: str, shapes: Dict[str, tuple], count: int,
                              classes: int, seed: int = 0,
                              rank: int = 16) -> None:
-    """``count`` float16 latents of ``shapes`` in a latent folder: per key,
-    class mean (std 0.8) + rank-``rank`` spread (0.5) + white noise (0.2).
+    """``count`` float16 latents of ``shapes`` in a latent folder (see
+    :func:`.synthetic_data.structured_samples`), written 256 at a time.
     Kept when ``root`` already holds them."""
     from decq_plugin.datasets.latent_dataset import LatentShardWriter
     if osp.isfile(osp.join(root, 'meta.json')):
         return
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, classes, (count, ), generator=g)
-    parts = {}
-    for key, shape in shapes.items():
-        dim = int(torch.tensor(shape).prod())
-        means = torch.randn(classes, dim, generator=g) * 0.8
-        basis = torch.randn(rank, dim, generator=g) / rank**0.5
-        parts[key] = (means, basis, dim)
+    parts = {key: class_structure(classes, int(torch.tensor(shape).prod()),
+                                  rank, g)
+             for key, shape in shapes.items()}
     with LatentShardWriter(root, shard_size=1024, tokenizer='synthetic',
                            normalised=True) as writer:
         for start in range(0, count, 256):
             idx = labels[start:start + 256]
-            batch = {}
-            for key, (means, basis, dim) in parts.items():
-                n = idx.shape[0]
-                x = (means[idx] + torch.randn(n, basis.shape[0], generator=g)
-                     @ basis * 0.5 + torch.randn(n, dim, generator=g) * 0.2)
-                batch[key] = x.reshape(n, *shapes[key]).half()
-            writer.add(batch, idx)
+            writer.add({key: structured_samples(means, basis, idx, g).reshape(
+                idx.shape[0], *shapes[key]).half()
+                for key, (means, basis) in parts.items()}, idx)
 
 
 def gate_config(stage: int, work: str, batch: int, steps: int,
@@ -141,14 +134,7 @@ def run_precision(stage: int, precision: str, config: str, work: str,
     if compile:
         cmd.append('--compile')
     t0 = time.time()
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                              timeout=timeout)
-        log, rc = proc.stdout + proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired as err:
-        out = err.stdout or ''
-        log = out.decode() if isinstance(out, bytes) else out
-        rc = 'timeout'
+    log, rc = run_command(cmd, timeout)
     curves = read_scalars(work_dir)
     out = dict(precision=precision, rc=rc, seconds=round(time.time() - t0, 1),
                skipped_updates=log.count('skipped the update of optimizer'),

@@ -37,6 +37,18 @@ def override_config(path: str, base: str, body: str) -> str:
     return path
 
 
+def run_command(cmd: list, timeout: int) -> tuple:
+    """Run ``cmd`` in the repository root: (stdout + stderr, exit code),
+    or (what it printed, ``'timeout'``) when it outlived ``timeout``."""
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                              timeout=timeout)
+        return proc.stdout + proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as err:
+        out = err.stdout or ''
+        return (out.decode() if isinstance(out, bytes) else out), 'timeout'
+
+
 def run_train_tool(plan: Plan, stage: int, work: str,
                    timeout: int) -> dict:
     """One ``tools/train.py`` run on synthetic data; img/s from its log."""
@@ -76,14 +88,7 @@ def run_train_tool(plan: Plan, stage: int, work: str,
     cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), cfg,
            '--work-dir', osp.join(work, f'wd{stage}'), '--compile']
     t0 = time.time()
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                              timeout=timeout)
-        log, rc = proc.stdout + proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired as err:
-        log = (err.stdout or b'').decode() if isinstance(
-            err.stdout, bytes) else (err.stdout or '')
-        rc = 'timeout'
+    log, rc = run_command(cmd, timeout)
     out = dict(config=config, batch=batch, rc=rc,
                wall_s=round(time.time() - t0, 1),
                **parse_train_log(log, batch, 0 if plan.dry else 1))
