@@ -101,3 +101,34 @@ def test_each_data_set_gets_its_own_folder(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         load_tool('analysis/precision_gate', 'decq_gate_args').parse_args(
             ['--tail', '0'])
+
+
+@pytest.mark.parametrize('parallel', [False, True])
+def test_parallel_runs_overlap_and_keep_their_order(tmp_path, monkeypatch,
+                                                    parallel):
+    """``--parallel`` starts every precision's run before any ends; the
+    record keeps the order asked for (the first is the reference)."""
+    import threading
+    import time
+    events, barrier = [], threading.Barrier(2, timeout=5)
+
+    def fake_run(stage, precision, config, work, compile, timeout):
+        events.append(('start', precision))
+        if parallel:
+            barrier.wait()  # raises unless both runs are under way
+        time.sleep(0.05 if precision == 'bf16' else 0.0)
+        events.append(('end', precision))
+        return dict(precision=precision, rc=0, skipped_updates=0,
+                    step=[1, 2], loss=[1.0, 0.5], grad_norm=[1.0, 1.0])
+
+    monkeypatch.setattr(gate, 'run_precision', fake_run)
+    monkeypatch.setattr(gate, 'gate_config', lambda *a: 'cfg.py')
+    monkeypatch.setattr(gate, 'plot_runs', lambda *a: None)
+    result = gate.run_gate(2, str(tmp_path), {}, steps=2, batch=2,
+                           precisions=['bf16', 'fp8'], tail=2,
+                           tolerance=0.01, parallel=parallel)
+    assert [r['precision'] for r in result['runs']] == ['bf16', 'fp8']
+    assert result['gate']['passed']
+    starts = [i for i, e in enumerate(events) if e[0] == 'start']
+    first_end = min(i for i, e in enumerate(events) if e[0] == 'end')
+    assert (max(starts) < first_end) == parallel

@@ -12,7 +12,8 @@ within ``--tolerance`` of the first's. ``precision_gate_stage{N}.json``
 holds both curves (loss, gradient norm) and the verdict, ``.png`` plots
 them side by side. A run that does not fit one command: ``--precisions
 bf16`` first, then ``--precisions fp8 --against OUT/precision_gate_
-stageN.json`` (the first run's record). ``--dry-run``: the demo recipes on
+stageN.json`` (the first run's record), or ``--parallel``: both runs at
+once. ``--dry-run``: the demo recipes on
 the CPU (both precisions compute in float32 there), to check the script.
 """
 import argparse
@@ -45,6 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--tail', type=int, default=200,
                    help='steps whose mean loss is compared')
     p.add_argument('--tolerance', type=float, default=0.01)
+    p.add_argument('--parallel', action='store_true',
+                   help="this call's runs at the same time on one GPU "
+                   '(their curves do not depend on timing)')
     p.add_argument('--no-compile', action='store_true')
     p.add_argument('--timeout', type=int, default=3600,
                    help='seconds allowed to each tools/train.py run')
@@ -83,7 +87,8 @@ def main(argv=None) -> dict:
     return run_gate(args.stage, args.out_dir, env, args.steps, args.batch,
                     args.precisions, args.tail, args.tolerance,
                     compile=not (args.no_compile or args.dry_run),
-                    dry=args.dry_run, timeout=args.timeout, earlier=earlier)
+                    dry=args.dry_run, timeout=args.timeout, earlier=earlier,
+                    parallel=args.parallel)
 
 
 if __name__ == '__main__':

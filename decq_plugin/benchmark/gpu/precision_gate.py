@@ -19,6 +19,7 @@ import os
 import os.path as osp
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional
 
 import torch
@@ -194,11 +195,12 @@ def run_gate(stage: int, out_dir: str, env: dict, steps: int, batch: int,
              precisions: List[str], tail: int, tolerance: float,
              compile: bool = True, dry: bool = False,
              timeout: int = 3600, work: Optional[str] = None,
-             earlier: Optional[dict] = None) -> dict:
+             earlier: Optional[dict] = None, parallel: bool = False) -> dict:
     """Every precision's run, then the verdict of the second run against
     the first (``earlier``: a previous result of the same stage, steps and
     batch whose runs of other precisions come first, e.g. the bf16 run of
-    another command);
+    another command; ``parallel``: this call's runs at the same time, on
+    the same GPU: the curves do not depend on timing);
     writes ``precision_gate_stage{N}.json``/``.png``."""
     work = work or osp.join(out_dir, 'work')
     os.makedirs(work, exist_ok=True)
@@ -214,11 +216,17 @@ def run_gate(stage: int, out_dir: str, env: dict, steps: int, batch: int,
         result['runs'] = [r for r in earlier['runs']
                           if r['precision'] not in precisions]
         result['earlier_commit'] = earlier.get('commit')
-    for precision in precisions:
+    def one(precision: str) -> dict:
         run = run_precision(stage, precision, config, work, compile, timeout)
-        result['runs'].append(run)
         print('run', {k: v for k, v in run.items()
                       if k not in ('step', 'loss', 'grad_norm')}, flush=True)
+        return run
+
+    if parallel and len(precisions) > 1:
+        with ThreadPoolExecutor(len(precisions)) as pool:
+            result['runs'] += list(pool.map(one, precisions))
+    else:
+        result['runs'] += [one(precision) for precision in precisions]
     if len(result['runs']) >= 2:
         result['gate'] = judge(result['runs'][0], result['runs'][1], steps,
                                min(tail, steps), tolerance)
