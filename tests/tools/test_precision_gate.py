@@ -27,21 +27,48 @@ def test_judge_passes_within_tolerance_and_fails_otherwise():
                           0.01)['passed']
     short = gate.judge(ref, _run('fp8', close['loss'][:9]), 10, 2, 0.01)
     assert not short['passed'] and not short['complete']
-    assert not gate.judge(ref, _run('fp8', close['loss'], rc=1), 10, 2,
-                          0.01)['passed']
+    failed = gate.judge(ref, _run('fp8', close['loss'], rc=1), 10, 2, 0.01)
+    assert failed['complete'] and not failed['clean_exit']
+    assert not failed['passed']
+
+
+def test_stage1_is_judged_on_its_reconstruction_losses():
+    """The total of stage 1 adds the adversarial term; the gate compares
+    L1 + LPIPS, so a different adversarial term alone does not fail it
+    and a different reconstruction loss does."""
+    def run(precision, l1, gan):
+        out = _run(precision, [a + 0.1 + g for a, g in zip(l1, gan)])
+        out['components'] = dict(loss_l1=list(l1), loss_gan=list(gan),
+                                 loss_perceptual=[0.1] * len(l1))
+        return out
+    metric = gate.GATE_METRIC[1]
+    ref = run('bf16', [0.5] * 4, [0.0] * 4)
+    same_rec = run('fp8', [0.5] * 4, [-0.3] * 4)
+    verdict = gate.judge(ref, same_rec, 4, 2, 0.01, metric)
+    assert verdict['passed'] and verdict['rel_diff'] == 0
+    assert verdict['metric'] == 'loss_l1+loss_perceptual'
+    assert verdict['reference_mean'] == pytest.approx(0.6)
+    assert not gate.judge(ref, run('fp8', [0.55] * 4, [0.0] * 4), 4, 2,
+                          0.01, metric)['passed']
+    # the total would have failed the first pair
+    assert not gate.judge(ref, same_rec, 4, 2, 0.01)['passed']
+    # a record without the components cannot be judged on them
+    assert not gate.judge(_run('bf16', [1.0] * 4), _run('fp8', [1.0] * 4),
+                          4, 2, 0.01, metric)['complete']
 
 
 def test_read_scalars_takes_loss_and_grad_norm_per_step(tmp_path):
     vis = tmp_path / '20261203_000000' / 'vis_data'
     vis.mkdir(parents=True)
-    rows = [dict(loss=2.0, grad_norm=0.5, step=1),
+    rows = [dict(loss=2.0, grad_norm=0.5, step=1, loss_l1=1.0, mse_q=3.0),
             dict(lr=1e-4, step=1),  # a row without loss is not a step
-            dict(loss=1.5, grad_norm=0.25, step=2)]
+            dict(loss=1.5, grad_norm=0.25, step=2, loss_l1=0.5, mse_q=2.0)]
     (vis / 'scalars.json').write_text(
         '\n'.join(json.dumps(r) for r in rows) + '\n')
     got = gate.read_scalars(str(tmp_path))
     assert got['step'] == [1, 2] and got['loss'] == [2.0, 1.5]
     assert got['grad_norm'] == [0.5, 0.25]
+    assert got['components'] == dict(loss_l1=[1.0, 0.5], mse_q=[3.0, 2.0])
     assert gate.read_scalars(str(tmp_path / 'none'))['loss'] == []
 
 
@@ -84,6 +111,13 @@ def test_dry_run_trains_both_precisions_and_writes_the_record(tmp_path):
                        '--out-dir', str(tmp_path / 'second')])
     assert [r['precision'] for r in again['runs']] == ['bf16', 'fp8']
     assert again['gate']['passed']
+    # judged again from the record alone, with another tail
+    judged = tool.main(['--judge', str(out / 'precision_gate_stage2.json'),
+                        '--tail', '1', '--out-dir', str(tmp_path / 'j')])
+    assert judged['gate']['passed'] and judged['gate']['tail'] == 1
+    assert judged['runs'] == saved['runs']
+    assert judged['first_verdict'] == saved['gate']
+    assert (tmp_path / 'j' / 'precision_gate_stage2.png').exists()
 
 
 def test_each_data_set_gets_its_own_folder(tmp_path, monkeypatch):
@@ -132,3 +166,23 @@ def test_parallel_runs_overlap_and_keep_their_order(tmp_path, monkeypatch,
     starts = [i for i, e in enumerate(events) if e[0] == 'start']
     first_end = min(i for i, e in enumerate(events) if e[0] == 'end')
     assert (max(starts) < first_end) == parallel
+
+
+def test_gate_config_keeps_ema_and_switches_the_grids_off(tmp_path):
+    """The gate's override of a shipped recipe: EMA as shipped, no image
+    grid during or after training (sampling after the last step took the
+    time of a whole run's tail on the GPU)."""
+    from mmengine.config import Config
+    from decq_plugin.benchmark.gpu.plan import STAGE2
+    from decq_plugin.benchmark.gpu.tool_runs import ROOT
+    shipped = Config.fromfile(f'{ROOT}/{STAGE2}').custom_hooks
+    text = gate.quiet_hooks(STAGE2)
+    hooks = eval(text.split('=', 1)[1])
+    assert [h['type'] for h in hooks] == [h['type'] for h in shipped]
+    assert 'SampleGridHook' in [h['type'] for h in hooks]
+    for hook, before in zip(hooks, shipped):
+        if hook['type'].endswith('GridHook'):
+            assert hook['after_train'] is False
+            assert hook['interval'] >= 10**9
+        else:
+            assert hook == dict(before)

@@ -6,14 +6,16 @@ on the shipped recipes (synthetic data, random initialisation, same seed).
             --batch 32 --out-dir "$OUT" --commit HASH
 
 One ``tools/train.py`` run per ``--precisions`` (default ``bf16,fp8``),
-every step logged; the verdict: both runs complete, no skipped non-finite
-update, the mean loss of the last ``--tail`` steps of the second run
-within ``--tolerance`` of the first's. ``precision_gate_stage{N}.json``
-holds both curves (loss, gradient norm) and the verdict, ``.png`` plots
-them side by side. A run that does not fit one command: ``--precisions
-bf16`` first, then ``--precisions fp8 --against OUT/precision_gate_
+every step logged; the verdict: both runs logged every step and exited
+cleanly, no skipped non-finite update, the mean judged loss (stage 2: the
+loss; stage 1: L1 + LPIPS, without the adversarial term) of the last
+``--tail`` steps of the second run within ``--tolerance`` of the first's.
+``precision_gate_stage{N}.json`` holds the curves (loss, its components,
+gradient norm) and the verdict, ``.png`` plots them side by side. A run
+that does not fit one command: ``--precisions bf16`` first, then ``--precisions fp8 --against OUT/precision_gate_
 stageN.json`` (the first run's record), or ``--parallel``: both runs at
-once. ``--dry-run``: the demo recipes on
+once. ``--judge RECORD``: the verdict of a saved record again (e.g.
+after a rule changed), without running. ``--dry-run``: the demo recipes on
 the CPU (both precisions compute in float32 there), to check the script.
 """
 import argparse
@@ -43,6 +45,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--against', default=None,
                    help="an earlier record of this tool whose runs come "
                    "first (the reference)")
+    p.add_argument('--judge', default=None, metavar='RECORD',
+                   help='judge a record of this tool again (its curves, '
+                   "this version's rules, --tail, --tolerance) and write "
+                   'the verdict and plot to --out-dir; runs nothing')
     p.add_argument('--tail', type=int, default=200,
                    help='steps whose mean loss is compared')
     p.add_argument('--tolerance', type=float, default=0.01)
@@ -75,8 +81,17 @@ def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     from decq_plugin.benchmark.gpu import env_info
-    from decq_plugin.benchmark.gpu.precision_gate import run_gate
+    from decq_plugin.benchmark.gpu.precision_gate import (run_gate,
+                                                          write_verdict)
     from decq_plugin.benchmark.gpu.provenance import provenance
+    if args.judge:
+        with open(args.judge) as f:
+            record = json.load(f)
+        os.makedirs(args.out_dir, exist_ok=True)
+        record['judged_again'] = ' '.join(argv)
+        if 'gate' in record:  # the verdict given when the runs ran
+            record.setdefault('first_verdict', record.pop('gate'))
+        return write_verdict(record, args.out_dir, args.tail, args.tolerance)
     earlier = None
     if args.against:
         with open(args.against) as f:

@@ -8,10 +8,10 @@ latents (class means plus a low-rank spread: the loss falls as on real
 latents instead of sitting at the noise floor); stage 1 trains the shipped
 DecQ tokenizer recipe (every loss on from the first step) on synthetic
 JPEGs (its tokenizer optimizer's gradient norm is logged through a clip
-bound of 1e9, never reached). The verdict (:func:`judge`): the mean loss
-of the last ``tail`` steps within ``tolerance`` of the reference
-precision's, no skipped
-(non-finite) update, every step logged.
+bound of 1e9, never reached). The verdict (:func:`judge`): the mean of
+the stage's judged loss (:data:`GATE_METRIC`) over the last ``tail`` steps
+within ``tolerance`` of the reference precision's, no skipped (non-finite)
+update, every step logged, every run exited cleanly.
 """
 import glob
 import json
@@ -63,7 +63,7 @@ def gate_config(stage: int, work: str, batch: int, steps: int,
                 dry: bool) -> str:
     """An override of the shipped recipe (the demo one in a dry run):
     synthetic data, ``steps`` iterations in epochs of ``STEPS_PER_EPOCH``,
-    every step logged, no validation and no checkpoints."""
+    every step logged, no validation, no checkpoints, no image grids."""
     per_epoch = min(STEPS_PER_EPOCH, steps)
     if steps % per_epoch:
         raise ValueError(f'steps ({steps}) must be a multiple of '
@@ -97,7 +97,7 @@ def gate_config(stage: int, work: str, batch: int, steps: int,
             # tokenizer's optimizer log its gradient norm
             'optim_wrapper = dict(tokenizer=dict(clip_grad=dict('
             'max_norm=1e9)))\n')
-    body += (
+    body += quiet_hooks(config) + (
         'val_dataloader = None\nval_cfg = None\nval_evaluator = None\n'
         f'train_cfg = dict(max_epochs={epochs}, val_interval={epochs + 1})\n'
         'default_hooks = dict(logger=dict(interval=1), checkpoint=dict('
@@ -108,22 +108,56 @@ def gate_config(stage: int, work: str, batch: int, steps: int,
                            body)
 
 
-def read_scalars(work_dir: str) -> Dict[str, List[float]]:
-    """Per-step ``loss`` and ``grad_norm`` (the first optimizer's, where a
-    model has several) from the run's ``vis_data/scalars.json``."""
+#: the per-step quantity each stage is judged on: stage 2's loss (the
+#: flow-matching MSE of patches and queries); stage 1's reconstruction
+#: losses (L1 + LPIPS), because its total adds the adversarial term, whose
+#: sign flips and whose adaptive weight is recomputed every step
+GATE_METRIC = {1: ('loss_l1', 'loss_perceptual'), 2: ('loss', )}
+
+
+def quiet_hooks(config: str) -> str:
+    """The recipe's ``custom_hooks`` (EMA as shipped) with its image grids
+    switched off: a grid after the last step (sampling or decoding with the
+    EMA model) adds minutes that do not bear on the curves."""
+    from decq_plugin.utils.launch import load_config
+    hooks = []
+    for hook in load_config(osp.join(ROOT, config)).get('custom_hooks', []):
+        hook = dict(hook)
+        if hook['type'].endswith('GridHook'):
+            hook.update(interval=10**9, after_train=False)
+        hooks.append(hook)
+    return f'custom_hooks = {hooks!r}\n'
+
+
+def read_scalars(work_dir: str) -> Dict[str, list]:
+    """Per-step ``loss``, ``grad_norm`` (the first optimizer's, where a
+    model has several) and every logged loss component (``components``:
+    the keys starting with ``loss_`` or ``mse_``) from the run's
+    ``vis_data/scalars.json``."""
     files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
                                       'scalars.json')))
     if not files:
-        return dict(step=[], loss=[], grad_norm=[])
+        return dict(step=[], loss=[], grad_norm=[], components={})
     rows = [json.loads(line) for line in open(files[-1]) if line.strip()]
     rows = [r for r in rows if 'loss' in r and 'step' in r]
     first = rows[0] if rows else {}
     norm_key = 'grad_norm' if 'grad_norm' in first else next(
         (k for k in first if k.endswith('grad_norm')), None)
+    parts = [k for k in first if k.startswith(('loss_', 'mse_'))]
     return dict(step=[int(r['step']) for r in rows],
                 loss=[float(r['loss']) for r in rows],
                 grad_norm=[float(r[norm_key]) for r in rows]
-                if norm_key else [], grad_norm_key=norm_key)
+                if norm_key else [], grad_norm_key=norm_key,
+                components={k: [float(r[k]) for r in rows] for k in parts})
+
+
+def metric_curve(run: dict, metric: tuple) -> List[float]:
+    """The per-step sum of ``metric``'s keys (``loss`` or components)."""
+    curves = [run['loss'] if key == 'loss' else
+              run.get('components', {}).get(key) for key in metric]
+    if any(c is None for c in curves):
+        return []
+    return [sum(values) for values in zip(*curves)]
 
 
 def run_precision(stage: int, precision: str, config: str, work: str,
@@ -146,38 +180,42 @@ def run_precision(stage: int, precision: str, config: str, work: str,
 
 
 def judge(reference: dict, candidate: dict, steps: int, tail: int,
-          tolerance: float) -> dict:
-    """The gate: both runs complete, no skipped update, the candidate's
-    mean loss over the last ``tail`` steps within ``tolerance`` (relative)
-    of the reference's."""
-    out = dict(tail=tail, tolerance=tolerance)
-    complete = all(len(r['loss']) == steps and r['rc'] == 0
-                   for r in (reference, candidate))
-    out['complete'] = complete
-    out['skipped_updates'] = candidate['skipped_updates'] + \
-        reference['skipped_updates']
-    if complete:
-        ref = sum(reference['loss'][-tail:]) / tail
-        got = sum(candidate['loss'][-tail:]) / tail
+          tolerance: float, metric: tuple = ('loss', )) -> dict:
+    """The gate: both runs logged every step and exited cleanly, no
+    skipped update, the candidate's mean ``metric`` (see
+    :data:`GATE_METRIC`) over the last ``tail`` steps within ``tolerance``
+    (relative) of the reference's."""
+    runs = (reference, candidate)
+    curves = [metric_curve(r, metric) for r in runs]
+    out = dict(metric='+'.join(metric), tail=tail, tolerance=tolerance,
+               complete=all(len(c) == steps for c in curves),
+               clean_exit=all(r['rc'] == 0 for r in runs),
+               skipped_updates=sum(r['skipped_updates'] for r in runs))
+    if out['complete']:
+        ref, got = (sum(c[-tail:]) / tail for c in curves)
         out.update(reference_mean=round(ref, 6), candidate_mean=round(got, 6),
                    rel_diff=round(abs(got - ref) / abs(ref), 5))
-    out['passed'] = bool(complete and out['skipped_updates'] == 0
+    out['passed'] = bool(out['complete'] and out['clean_exit']
+                         and out['skipped_updates'] == 0
                          and out['rel_diff'] <= tolerance)
     return out
 
 
-def plot_runs(runs: List[dict], title: str, path: str) -> None:
-    """Loss and gradient-norm curves of the runs side by side (PNG)."""
+def plot_runs(runs: List[dict], title: str, path: str,
+              metric: tuple = ('loss', )) -> None:
+    """The judged loss (``metric``) and gradient-norm curves of the runs
+    side by side (PNG)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for run in runs:
-        for ax, key in zip(axes, ('loss', 'grad_norm')):
-            if run.get(key):
-                ax.plot(run['step'][:len(run[key])], run[key],
+        for ax, values in zip(axes, (metric_curve(run, metric),
+                                     run.get('grad_norm'))):
+            if values:
+                ax.plot(run['step'][:len(values)], values,
                         label=run['precision'], linewidth=0.7, alpha=0.8)
-    axes[0].set(xlabel='step', ylabel='loss', title=title)
+    axes[0].set(xlabel='step', ylabel=' + '.join(metric), title=title)
     axes[1].set(xlabel='step', ylabel='gradient norm (before clipping)',
                 yscale='log')
     for ax in axes:
@@ -216,6 +254,7 @@ def run_gate(stage: int, out_dir: str, env: dict, steps: int, batch: int,
         result['runs'] = [r for r in earlier['runs']
                           if r['precision'] not in precisions]
         result['earlier_commit'] = earlier.get('commit')
+
     def one(precision: str) -> dict:
         run = run_precision(stage, precision, config, work, compile, timeout)
         print('run', {k: v for k, v in run.items()
@@ -227,13 +266,22 @@ def run_gate(stage: int, out_dir: str, env: dict, steps: int, batch: int,
             result['runs'] += list(pool.map(one, precisions))
     else:
         result['runs'] += [one(precision) for precision in precisions]
+    return write_verdict(result, out_dir, tail, tolerance)
+
+
+def write_verdict(result: dict, out_dir: str, tail: int,
+                  tolerance: float) -> dict:
+    """Judge the second run of ``result`` against the first (when there
+    are two) and write ``precision_gate_stage{N}.json``/``.png``."""
+    stage, steps = result['stage'], result['steps']
+    metric = GATE_METRIC[stage]
     if len(result['runs']) >= 2:
         result['gate'] = judge(result['runs'][0], result['runs'][1], steps,
-                               min(tail, steps), tolerance)
+                               min(tail, steps), tolerance, metric)
         print('gate', result['gate'], flush=True)
     name = osp.join(out_dir, f'precision_gate_stage{stage}')
     with open(name + '.json', 'w') as f:
         json.dump(result, f)
-    plot_runs(result['runs'], f'stage {stage}, batch {batch}, '
-              f"{env.get('gpu', 'cpu')}", name + '.png')
+    plot_runs(result['runs'], f"stage {stage}, batch {result['batch']}, "
+              f"{result.get('gpu', 'cpu')}", name + '.png', metric)
     return result
