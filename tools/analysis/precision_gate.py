@@ -12,8 +12,9 @@ loss; stage 1: L1 + LPIPS, without the adversarial term) of the last
 ``--tail`` steps of the second run within ``--tolerance`` of the first's.
 ``precision_gate_stage{N}.json`` holds the curves (loss, its components,
 gradient norm) and the verdict, ``.png`` plots them side by side. A run
-that does not fit one command: ``--precisions bf16`` first, then ``--precisions fp8 --against OUT/precision_gate_
-stageN.json`` (the first run's record), or ``--parallel``: both runs at
+that does not fit one command: ``--precisions bf16`` first, then
+``--precisions fp8 --against OUT/precision_gate_stageN.json`` (the first
+run's record), or ``--parallel``: both runs at
 once. ``--judge RECORD``: the verdict of a saved record again (e.g.
 after a rule changed), without running. ``--dry-run``: the demo recipes on
 the CPU (both precisions compute in float32 there), to check the script.
