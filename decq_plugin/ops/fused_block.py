@@ -23,7 +23,9 @@ model switches without a copy.
 """
 from typing import Iterable, Optional
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from decq_plugin.models.diffusion.layers import (AdaLNBlock, attend,
                                                  gated_residual, modulate)
@@ -44,10 +46,25 @@ class FusedAdaLNBlock(AdaLNBlock):
     """
 
     fused_ops = frozenset(FUSED_OPS)
+    #: a ``checkpoint`` ``context_fn`` of :mod:`decq_plugin.ops.recompute`
+    #: (set by ``DiTDH(recompute_fused=...)``): in training the block runs
+    #: inside a selective checkpoint, within its compiled region
+    recompute_context = None
 
     def forward(self, x: Tensor, cond: Tensor,
                 rope_cos: Optional[Tensor] = None,
                 rope_sin: Optional[Tensor] = None) -> Tensor:
+        context = self.recompute_context
+        if context is not None and self.training and \
+                torch.is_grad_enabled():
+            return checkpoint(self._fused_forward, x, cond, rope_cos,
+                              rope_sin, use_reentrant=False,
+                              context_fn=context)
+        return self._fused_forward(x, cond, rope_cos, rope_sin)
+
+    def _fused_forward(self, x: Tensor, cond: Tensor,
+                       rope_cos: Optional[Tensor],
+                       rope_sin: Optional[Tensor]) -> Tensor:
         ops = self.fused_ops
         if cond.dim() == 2:
             cond = cond.unsqueeze(1)
@@ -114,5 +131,6 @@ def unfuse_adaln_blocks(model: nn.Module) -> int:
         if type(module) is FusedAdaLNBlock:
             module.__class__ = AdaLNBlock
             module.__dict__.pop('fused_ops', None)
+            module.__dict__.pop('recompute_context', None)
             count += 1
     return count

@@ -110,7 +110,38 @@ def main():
         lambda p, q: tuple(twin({'patch': p, 'query': q}, t, y).values()),
         lambda p, q: tuple(model({'patch': p, 'query': q}, t, y).values()),
         [torch.randn(2, 8, 4, 4), torch.randn(2, 3, 8)])
+    # training with the norms' and SwiGLU's outputs recomputed in the
+    # backward (selective checkpoint) against the plain model
+    recomputing = DiTDH(arch=arch, in_channels=8, grid_size=4,
+                        num_queries=3, num_classes=10, class_dropout=0.0,
+                        recompute_fused=True).train()
+    recomputing.load_state_dict(model.state_dict())
+    cases['ditdh_recompute'] = compare(
+        lambda p, q: tuple(recomputing({'patch': p, 'query': q}, t,
+                                       y).values()),
+        lambda p, q: tuple(model({'patch': p, 'query': q}, t, y).values()),
+        [torch.randn(2, 8, 4, 4), torch.randn(2, 3, 8)])
+    cases['recompute_backward_ops'] = backward_ops(recomputing, t, y)
     print(json.dumps(cases))
+
+
+def backward_ops(model, t, y) -> dict:
+    """How often each ``decq_plugin`` op runs in one backward pass."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = str(func)
+            if name.startswith('decq_plugin.'):
+                seen[name] = seen.get(name, 0) + 1
+            return func(*args, **(kwargs or {}))
+
+    seen = {}
+    out = model({'patch': torch.randn(2, 8, 4, 4),
+                 'query': torch.randn(2, 3, 8)}, t, y)
+    with Count():
+        sum(v.square().sum() for v in out.values()).backward()
+    return seen
 
 
 if __name__ == '__main__':

@@ -40,7 +40,7 @@ def test_the_kernels_ran(results):
 
 @pytest.mark.parametrize('case', [
     'norm_cond1', 'norm_cond37', 'add_norm_cond1', 'add_norm_cond37',
-    'swiglu', 'rope', 'ditdh_decq'
+    'swiglu', 'rope', 'ditdh_decq', 'ditdh_recompute'
 ])
 def test_kernel_equals_reference_fp32(results, case):
     # every output and every input gradient was compared
@@ -57,3 +57,15 @@ def test_kernel_equals_reference_bf16(results, case):
 def test_a_wrong_reference_is_told_apart(results):
     # 1% off in ``scale`` is far outside the float32 tolerance
     assert worst(results['control_wrong_scale']) > 100 * TOLERANCE['fp32']
+
+
+def test_recompute_reruns_the_named_kernels_in_the_backward(results):
+    """``recompute_fused=True`` (norms and SwiGLU): in the backward each of
+    the 3 blocks runs its two norm kernels and its SwiGLU kernel again,
+    next to their backward kernels; RoPE (not named) is not rerun."""
+    ops = results['recompute_backward_ops']
+    assert ops.get('decq_plugin.norm_modulate.default') == 6, ops
+    assert ops.get('decq_plugin.swiglu.default') == 3, ops
+    assert ops.get('decq_plugin.norm_modulate_backward.default') == 6, ops
+    assert 'decq_plugin.rope_qkv.default' not in ops, ops
+    assert ops.get('decq_plugin.rope_qkv_backward.default') == 3, ops

@@ -37,11 +37,13 @@ def test_dry_run_measures_every_op_and_variant(tmp_path, monkeypatch):
     monkeypatch.setattr(layers, 'attend', attend_spy)
     result = tool.main(['--dry-run', '--out-dir', str(tmp_path), '--iters',
                         '1', '--variants',
-                        'decq,decq:fused,decq:qsplit+fused=add_norm/swiglu',
+                        'decq,decq:fused,decq:qsplit+fused=add_norm/swiglu,'
+                        'decq:fused+recompute=swiglu',
                         '--commit', 'abc123'])
     # the tiny DiT-DH: 2 body + 1 head blocks, all kernels, then a subset
-    assert fused_models == [(3, ['add_norm', 'norm', 'rope', 'swiglu']),
-                            (3, ['add_norm', 'swiglu'])]
+    every = ['add_norm', 'norm', 'rope', 'swiglu']
+    assert fused_models == [(3, every), (3, ['add_norm', 'swiglu']),
+                            (3, every)]
     # 9 patches + 2 queries: split after the patches only in the qsplit run
     assert (11, 0) in splits and (11, 9) in splits
     saved = json.loads((tmp_path / 'benchmark_kernels.json').read_text())
@@ -63,8 +65,9 @@ def test_dry_run_measures_every_op_and_variant(tmp_path, monkeypatch):
     errors = [(r['out_err'], r['dq_err']) for r in saved['attention']]
     assert all(0 < out < 0.05 and 0 < dq < 0.05 for out, dq in errors), errors
     assert [r['variant'] for r in saved['step']] == [
-        'decq', 'decq:fused', 'decq:qsplit+fused=add_norm/swiglu']
-    assert all(r['img_s'] > 0 for r in saved['step'])
+        'decq', 'decq:fused', 'decq:qsplit+fused=add_norm/swiglu',
+        'decq:fused+recompute=swiglu']
+    assert all(r['img_s'] > 0 for r in saved['step']), saved['step']
     table = (tmp_path / 'benchmark_kernels.md').read_text()
     assert '| decq:fused | 4 |' in table and 'commit abc123' in table
     assert '| body | default | split | [4, 4, 11, 12] |' in table

@@ -76,6 +76,10 @@ def test_variant_parsing():
     assert not prof.parse_variant('decq')['fused']
     var = prof.parse_variant('rae:fused+fp8')
     assert var['fused'] and var['fp8'] and var['queries'] == 0
+    assert prof.parse_variant('decq:fused+recompute')['recompute'] is True
+    assert prof.parse_variant('decq:fused+recompute=norm/swiglu')[
+        'recompute'] == ('norm', 'swiglu')
+    assert prof.parse_variant('decq')['recompute'] is False
     with pytest.raises(ValueError, match='mode'):
         prof.parse_variant('dit:default')
     with pytest.raises(ValueError, match='unknown option'):

@@ -4,7 +4,9 @@ inductor options, the fused Triton kernels of :mod:`decq_plugin.ops`
 (all: ``fused``; a subset: ``fused=add_norm/swiglu``; none unless named,
 whatever ``DiTDH``'s default), DecQ's split query attention (``qsplit``,
 ``layers.attend``),
-float8 training of :mod:`decq_plugin.models.fp8`), each through
+float8 training of :mod:`decq_plugin.models.fp8`), the fused kernels'
+outputs recomputed in the backward (``recompute``: norms and SwiGLU;
+``recompute=swiglu``: a subset; needs ``fused``), each through
 :func:`.dit_step.time_dit`."""
 import contextlib
 import json
@@ -23,7 +25,8 @@ def parse_variant(spec: str) -> dict:
         raise ValueError(f'variant {spec!r}: mode must be rae or decq')
     out = dict(name=spec, queries=8 if mode == 'decq' else 0, sdpa=None,
                budget=None, ckpt=0, whole=False, bshd=False, options={},
-               mode=None, fused=(), fp8=False, qsplit=False)
+               mode=None, fused=(), fp8=False, qsplit=False,
+               recompute=False)
     for opt in filter(None, (opts or 'default').split('+')):
         if opt == 'default':
             continue
@@ -45,6 +48,10 @@ def parse_variant(spec: str) -> dict:
             if unknown:
                 raise ValueError(f'variant {spec!r}: unknown fused ops '
                                  f'{unknown} (known: {FUSED_OPS})')
+        elif opt == 'recompute':
+            out['recompute'] = True
+        elif opt.startswith('recompute='):
+            out['recompute'] = tuple(opt.split('=', 1)[1].split('/'))
         elif opt == 'qsplit':
             out['qsplit'] = True
         elif opt == 'fp8':
@@ -103,7 +110,8 @@ def run_dit_variant(var: dict, plan, iters: int, with_profile: bool) -> dict:
         with sdpa_priority(var['sdpa']):
             model, ch, grid = build_dit(
                 plan, 'XL', var['queries'], grad_checkpoint=var['ckpt'],
-                fused_kernels=var['fused'] or False)
+                fused_kernels=var['fused'] or False,
+                recompute_fused=var['recompute'])
             if var['qsplit']:  # measured slower: an option of this tool only
                 for module in model.modules():
                     if isinstance(module, Attention):

@@ -130,6 +130,12 @@ class DiTDH(nn.Module):
             ``decq_plugin.ops.fused_block.FUSED_OPS``. Parameters,
             checkpoints and values (to rounding) are the same either way;
             on a CPU the kernels compute the reference expressions.
+        recompute_fused: outputs of the fused kernels that the backward
+            recomputes instead of storing (``decq_plugin.ops.recompute``):
+            True for ``('norm', 'swiglu')``, names from its
+            ``RECOMPUTABLE``, or False (store all, the default). Less
+            activation memory for a few memory-bound kernels more; blocks
+            under ``grad_checkpoint`` recompute everything anyway.
     """
 
     def __init__(self,
@@ -146,7 +152,9 @@ class DiTDH(nn.Module):
                  use_rope: bool = True,
                  rope_theta: float = 10000.0,
                  grad_checkpoint: Union[bool, int] = False,
-                 fused_kernels: Union[bool, Sequence[str]] = True) -> None:
+                 fused_kernels: Union[bool, Sequence[str]] = True,
+                 recompute_fused: Union[bool, Sequence[str]] = False
+                 ) -> None:
         super().__init__()
         cfg = _resolve_arch(arch)
         if in_channels <= 0:
@@ -242,11 +250,20 @@ class DiTDH(nn.Module):
                 self.register_buffer(f'{part}_rope_sin', sin, persistent=False)
         self._reset_parameters()
         self.fused_kernels = fused_kernels
+        fused_ops = ()
         if fused_kernels:
             from decq_plugin.ops.fused_block import (FUSED_OPS,
                                                      fuse_adaln_blocks)
-            fuse_adaln_blocks(self, FUSED_OPS if fused_kernels is True
-                              else fused_kernels)
+            fused_ops = FUSED_OPS if fused_kernels is True else fused_kernels
+            fuse_adaln_blocks(self, fused_ops)
+        from decq_plugin.ops.recompute import (resolve_names,
+                                               selective_recompute)
+        self.recompute_fused = resolve_names(recompute_fused, fused_ops)
+        context = selective_recompute(self.recompute_fused)
+        if context is not None:  # blocks under grad_checkpoint: all anyway
+            blocks = [*self.body_blocks, *self.head_blocks]
+            for block in blocks[n_ckpt:]:
+                block.recompute_context = context
 
     def _reset_parameters(self) -> None:
         in_projs = [self.patch_in, self.head_patch_in]
