@@ -95,8 +95,9 @@ def main():
     # a whole DiT-DH (DecQ mode: per-token head conditions, query tokens)
     arch = dict(body_width=32, body_depth=2, body_heads=2, head_width=48,
                 head_depth=1, head_heads=2)
+    # the plain blocks (the kernels are the default): the reference
     model = DiTDH(arch=arch, in_channels=8, grid_size=4, num_queries=3,
-                  num_classes=10).eval()
+                  num_classes=10, fused_kernels=False).eval()
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in model.parameters():
@@ -111,7 +112,8 @@ def main():
         lambda p, q: tuple(model({'patch': p, 'query': q}, t, y).values()),
         [torch.randn(2, 8, 4, 4), torch.randn(2, 3, 8)])
     # training with the norms' and SwiGLU's outputs recomputed in the
-    # backward (selective checkpoint) against the plain model
+    # backward (selective checkpoint) against the plain blocks (no class
+    # dropout: training and evaluation mode compute the same)
     recomputing = DiTDH(arch=arch, in_channels=8, grid_size=4,
                         num_queries=3, num_classes=10, class_dropout=0.0,
                         recompute_fused=True).train()

@@ -33,7 +33,15 @@ def test_dry_run_measures_every_op_and_variant(tmp_path, monkeypatch):
         splits.add((q.shape[2], split_at))
         return real_attend(q, k, v, split_at)
 
+    recomputed = []
+    real_checkpoint = fused_block.checkpoint
+
+    def checkpoint_spy(*args, **kwargs):
+        recomputed.append(kwargs['context_fn'])
+        return real_checkpoint(*args, **kwargs)
+
     monkeypatch.setattr(fused_block, 'fuse_adaln_blocks', spy)
+    monkeypatch.setattr(fused_block, 'checkpoint', checkpoint_spy)
     monkeypatch.setattr(layers, 'attend', attend_spy)
     result = tool.main(['--dry-run', '--out-dir', str(tmp_path), '--iters',
                         '1', '--variants',
@@ -68,6 +76,8 @@ def test_dry_run_measures_every_op_and_variant(tmp_path, monkeypatch):
         'decq', 'decq:fused', 'decq:qsplit+fused=add_norm/swiglu',
         'decq:fused+recompute=swiglu']
     assert all(r['img_s'] > 0 for r in saved['step']), saved['step']
+    # the recompute variant ran its blocks under the checkpoint
+    assert recomputed and all(fn is not None for fn in recomputed)
     table = (tmp_path / 'benchmark_kernels.md').read_text()
     assert '| decq:fused | 4 |' in table and 'commit abc123' in table
     assert '| body | default | split | [4, 4, 11, 12] |' in table

@@ -52,9 +52,28 @@ def test_stage1_is_judged_on_its_reconstruction_losses():
                           0.01, metric)['passed']
     # the total would have failed the first pair
     assert not gate.judge(ref, same_rec, 4, 2, 0.01)['passed']
-    # a record without the components cannot be judged on them
-    assert not gate.judge(_run('bf16', [1.0] * 4), _run('fp8', [1.0] * 4),
-                          4, 2, 0.01, metric)['complete']
+    # a record without the components cannot be judged on them, and says
+    # why (not a short run)
+    bare = gate.judge(_run('bf16', [1.0] * 4), _run('fp8', [1.0] * 4),
+                      4, 2, 0.01, metric)
+    assert not bare['complete'] and not bare['metric_logged']
+    assert not bare['passed']
+    assert verdict['metric_logged']
+
+
+def test_a_zero_reference_mean_fails_instead_of_dividing_by_zero():
+    verdict = gate.judge(_run('bf16', [0.0] * 4), _run('fp8', [0.0] * 4),
+                         4, 2, 0.01)
+    assert verdict['rel_diff'] == float('inf') and not verdict['passed']
+
+
+def test_a_record_of_something_else_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"no \['batch', 'runs'\]"):
+        gate.write_verdict(dict(stage=2, steps=4), str(tmp_path), 2, 0.01)
+    runs = [dict(precision='bf16', rc=0, step=[1], loss=[1.0])]
+    with pytest.raises(ValueError, match='skipped_updates'):
+        gate.write_verdict(dict(stage=2, steps=1, batch=2, runs=runs),
+                           str(tmp_path), 1, 0.01)
 
 
 def test_read_scalars_takes_loss_and_grad_norm_per_step(tmp_path):
@@ -69,6 +88,12 @@ def test_read_scalars_takes_loss_and_grad_norm_per_step(tmp_path):
     assert got['step'] == [1, 2] and got['loss'] == [2.0, 1.5]
     assert got['grad_norm'] == [0.5, 0.25]
     assert got['components'] == dict(loss_l1=[1.0, 0.5], mse_q=[3.0, 2.0])
+    # a component missing from a later row reads as NaN, not a KeyError
+    rows[2].pop('mse_q')
+    (vis / 'scalars.json').write_text(
+        '\n'.join(json.dumps(r) for r in rows) + '\n')
+    got = gate.read_scalars(str(tmp_path))['components']['mse_q']
+    assert got[0] == 3.0 and got[1] != got[1]
     assert gate.read_scalars(str(tmp_path / 'none'))['loss'] == []
 
 
@@ -117,6 +142,7 @@ def test_dry_run_trains_both_precisions_and_writes_the_record(tmp_path):
     assert judged['gate']['passed'] and judged['gate']['tail'] == 1
     assert judged['runs'] == saved['runs']
     assert judged['first_verdict'] == saved['gate']
+    assert judged['judged_again']['command'].startswith('--judge')
     assert (tmp_path / 'j' / 'precision_gate_stage2.png').exists()
 
 
@@ -132,9 +158,11 @@ def test_each_data_set_gets_its_own_folder(tmp_path, monkeypatch):
         gate.gate_config(2, str(tmp_path), batch=batch, steps=200, dry=True)
     assert written[0] == written[2] != written[1]
     assert written[0].endswith('data2_demo_200')
+    args = load_tool('analysis/precision_gate', 'decq_gate_args')
     with pytest.raises(SystemExit):
-        load_tool('analysis/precision_gate', 'decq_gate_args').parse_args(
-            ['--tail', '0'])
+        args.parse_args(['--tail', '0'])
+    with pytest.raises(SystemExit):  # two runs would share a work folder
+        args.parse_args(['--precisions', 'bf16,bf16'])
 
 
 @pytest.mark.parametrize('parallel', [False, True])

@@ -55,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--tolerance', type=float, default=0.01)
     p.add_argument('--parallel', action='store_true',
                    help="this call's runs at the same time on one GPU "
-                   '(their curves do not depend on timing)')
+                   '(their curves do not depend on timing, up to rounding)')
     p.add_argument('--no-compile', action='store_true')
     p.add_argument('--timeout', type=int, default=3600,
                    help='seconds allowed to each tools/train.py run')
@@ -75,6 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.precisions = [x for x in args.precisions.split(',') if x]
     if not args.precisions:
         p.error('--precisions: name at least one')
+    if len(set(args.precisions)) < len(args.precisions):
+        p.error('--precisions: each at most once (one work folder each)')
     return args
 
 
@@ -89,7 +91,8 @@ def main(argv=None) -> dict:
         with open(args.judge) as f:
             record = json.load(f)
         os.makedirs(args.out_dir, exist_ok=True)
-        record['judged_again'] = ' '.join(argv)
+        record['judged_again'] = dict(command=' '.join(argv),
+                                      **provenance(args.commit))
         if 'gate' in record:  # the verdict given when the runs ran
             record.setdefault('first_verdict', record.pop('gate'))
         return write_verdict(record, args.out_dir, args.tail, args.tolerance)

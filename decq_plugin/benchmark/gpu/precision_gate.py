@@ -148,7 +148,8 @@ def read_scalars(work_dir: str) -> Dict[str, list]:
                 loss=[float(r['loss']) for r in rows],
                 grad_norm=[float(r[norm_key]) for r in rows]
                 if norm_key else [], grad_norm_key=norm_key,
-                components={k: [float(r[k]) for r in rows] for k in parts})
+                components={k: [float(r.get(k, 'nan')) for r in rows]
+                            for k in parts})
 
 
 def metric_curve(run: dict, metric: tuple) -> List[float]:
@@ -188,13 +189,15 @@ def judge(reference: dict, candidate: dict, steps: int, tail: int,
     runs = (reference, candidate)
     curves = [metric_curve(r, metric) for r in runs]
     out = dict(metric='+'.join(metric), tail=tail, tolerance=tolerance,
+               metric_logged=all(curves) or not any(r['loss'] for r in runs),
                complete=all(len(c) == steps for c in curves),
                clean_exit=all(r['rc'] == 0 for r in runs),
                skipped_updates=sum(r['skipped_updates'] for r in runs))
     if out['complete']:
         ref, got = (sum(c[-tail:]) / tail for c in curves)
+        rel = abs(got - ref) / abs(ref) if ref else float('inf')
         out.update(reference_mean=round(ref, 6), candidate_mean=round(got, 6),
-                   rel_diff=round(abs(got - ref) / abs(ref), 5))
+                   rel_diff=round(rel, 5))
     out['passed'] = bool(out['complete'] and out['clean_exit']
                          and out['skipped_updates'] == 0
                          and out['rel_diff'] <= tolerance)
@@ -238,7 +241,8 @@ def run_gate(stage: int, out_dir: str, env: dict, steps: int, batch: int,
     the first (``earlier``: a previous result of the same stage, steps and
     batch whose runs of other precisions come first, e.g. the bf16 run of
     another command; ``parallel``: this call's runs at the same time, on
-    the same GPU: the curves do not depend on timing);
+    the same GPU: the curves do not depend on timing, up to the rounding
+    of the kernel configurations each process picks);
     writes ``precision_gate_stage{N}.json``/``.png``."""
     work = work or osp.join(out_dir, 'work')
     os.makedirs(work, exist_ok=True)
@@ -257,8 +261,8 @@ def run_gate(stage: int, out_dir: str, env: dict, steps: int, batch: int,
 
     def one(precision: str) -> dict:
         run = run_precision(stage, precision, config, work, compile, timeout)
-        print('run', {k: v for k, v in run.items()
-                      if k not in ('step', 'loss', 'grad_norm')}, flush=True)
+        print('run', {k: v for k, v in run.items() if k not in (
+            'step', 'loss', 'grad_norm', 'components', 'tail')}, flush=True)
         return run
 
     if parallel and len(precisions) > 1:
@@ -273,6 +277,13 @@ def write_verdict(result: dict, out_dir: str, tail: int,
                   tolerance: float) -> dict:
     """Judge the second run of ``result`` against the first (when there
     are two) and write ``precision_gate_stage{N}.json``/``.png``."""
+    missing = [k for k in ('stage', 'steps', 'batch', 'runs')
+               if k not in result]
+    missing += sorted({k for run in result.get('runs', ())
+                       for k in ('precision', 'rc', 'skipped_updates',
+                                 'step', 'loss') if k not in run})
+    if missing:
+        raise ValueError(f'not a record of precision_gate: no {missing}')
     stage, steps = result['stage'], result['steps']
     metric = GATE_METRIC[stage]
     if len(result['runs']) >= 2:
