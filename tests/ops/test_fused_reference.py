@@ -113,8 +113,10 @@ def test_fused_block_equals_adaln_block(per_token):
 
 def test_fusing_a_model_keeps_weights_keys_and_outputs():
     torch.manual_seed(0)
+    # the plain blocks (the kernels are the default)
     model = DiTDH(arch=TINY, in_channels=8, grid_size=4, num_queries=3,
-                  num_classes=10).eval()
+                  num_classes=10, fused_kernels=False).eval()
+    assert not any(type(b) is FusedAdaLNBlock for b in model.modules())
     randomise(model, std=0.1)  # larger: ill-conditioned input gradients
     twin = copy.deepcopy(model)
     assert fuse_adaln_blocks(twin) == 3
