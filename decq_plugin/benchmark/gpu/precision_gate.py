@@ -27,7 +27,8 @@ import torch
 from .plan import ROOT, STAGE1, STAGE2
 from .synthetic_data import (class_structure, latent_shapes,
                              structured_samples, write_jpegs)
-from .tool_runs import override_config, run_command
+from .tool_runs import (image_sizes, no_eval_body, override_config,
+                        run_command, stage1_model_body, train_data_body)
 
 DEMO = dict(
     stage1='configs/demo/decq_tiny_1xb8-16e_demo-64.py',
@@ -77,33 +78,19 @@ def gate_config(stage: int, work: str, batch: int, steps: int,
         config = DEMO['stage2'] if dry else STAGE2
         write_structured_latents(data, latent_shapes(config), count,
                                  classes=8 if dry else 1000)
-        body = (f'train_dataloader = dict(batch_size={batch}, dataset=dict('
-                f'data_root={data!r}, use_flip=False))\n')
+        body = train_data_body(2, data, batch, dry)
     else:
         config = DEMO['stage1'] if dry else STAGE1
-        size, crop, resize = ((80, 60), 64, 72) if dry else \
-            ((500, 375), 256, 384)
-        write_jpegs(data, count, size)
+        write_jpegs(data, count, image_sizes(dry)[0])
         body = (
-            f'train_dataloader = dict(batch_size={batch}, dataset=dict('
-            f"_delete_=True, type='ImageNetDataset', data_root={data!r}, "
-            f"split='train', transform=dict(type='RAETrainCrop', "
-            f'resize={resize}, crop={crop})))\n'
-            'model = dict(disc_start=0, gan_start=0' + ('' if dry else (
-                ', tokenizer=dict(encoder=dict(pretrained=False)), '
-                'discriminator=dict(pretrained=False), perceptual_loss='
-                'dict(pretrained_trunk=False)')) + ')\n'
+            train_data_body(1, data, batch, dry)
+            + stage1_model_body(random_weights=not dry)
             # the recipe does not clip; a bound never reached makes the
             # tokenizer's optimizer log its gradient norm
-            'optim_wrapper = dict(tokenizer=dict(clip_grad=dict('
+            + 'optim_wrapper = dict(tokenizer=dict(clip_grad=dict('
             'max_norm=1e9)))\n')
-    body += quiet_hooks(config) + (
-        'val_dataloader = None\nval_cfg = None\nval_evaluator = None\n'
-        f'train_cfg = dict(max_epochs={epochs}, val_interval={epochs + 1})\n'
-        'default_hooks = dict(logger=dict(interval=1), checkpoint=dict('
-        'interval=1000000, save_last=False))\n'
-        'log_processor = dict(window_size=1)\n'
-        'randomness = dict(seed=0)\n')
+    body += quiet_hooks(config) + no_eval_body(
+        epochs, epochs + 1, 1, 1000000) + 'randomness = dict(seed=0)\n'
     return override_config(osp.join(work, f'gate_stage{stage}.py'), config,
                            body)
 

@@ -37,6 +37,52 @@ def override_config(path: str, base: str, body: str) -> str:
     return path
 
 
+def image_sizes(dry: bool) -> tuple:
+    """Synthetic JPEGs for stage 1: (file size, crop, resize)."""
+    return ((80, 60), 64, 72) if dry else ((500, 375), 256, 384)
+
+
+def train_data_body(stage: int, data: str, batch: int, dry: bool) -> str:
+    """The ``train_dataloader`` override of a recipe onto synthetic data:
+    a latent folder (stage 2) or a folder of JPEGs (stage 1)."""
+    if stage == 2:
+        return (f'train_dataloader = dict(batch_size={batch}, dataset=dict('
+                f'data_root={data!r}, use_flip=False))\n')
+    _, crop, resize = image_sizes(dry)
+    return (f'train_dataloader = dict(batch_size={batch}, dataset=dict('
+            f"_delete_=True, type='ImageNetDataset', data_root={data!r}, "
+            f"split='train', transform=dict(type='RAETrainCrop', "
+            f'resize={resize}, crop={crop})))\n')
+
+
+#: stage 1's frozen networks randomly initialised (nothing to download)
+RANDOM_WEIGHTS = ('tokenizer=dict(encoder=dict(pretrained=False)), '
+                  'discriminator=dict(pretrained=False), '
+                  'perceptual_loss=dict(pretrained_trunk=False)')
+
+
+def stage1_model_body(random_weights: bool = True, extra: str = '') -> str:
+    """Stage 1's ``model`` override: every loss on from the first step,
+    random frozen networks, ``extra`` keys (``'k=v, ...'``) after them."""
+    keys = ['disc_start=0', 'gan_start=0'] + (
+        [RANDOM_WEIGHTS] if random_weights else []) + ([extra] if extra
+                                                       else [])
+    return f"model = dict({', '.join(keys)})\n"
+
+
+def no_eval_body(epochs: int, val_interval: int, log_interval: int,
+                 checkpoint_interval: int) -> str:
+    """No validation, logging every ``log_interval`` steps (that window),
+    no last checkpoint."""
+    return ('val_dataloader = None\nval_cfg = None\nval_evaluator = None\n'
+            f'train_cfg = dict(max_epochs={epochs}, '
+            f'val_interval={val_interval})\n'
+            f'default_hooks = dict(logger=dict(interval={log_interval}), '
+            f'checkpoint=dict(interval={checkpoint_interval}, '
+            'save_last=False))\n'
+            f'log_processor = dict(window_size={log_interval})\n')
+
+
 def run_command(cmd: list, timeout: int) -> tuple:
     """Run ``cmd`` in the repository root: (stdout + stderr, exit code),
     or (what it printed, ``'timeout'``) when it outlived ``timeout``."""
@@ -53,37 +99,23 @@ def run_train_tool(plan: Plan, stage: int, work: str,
                    timeout: int) -> dict:
     """One ``tools/train.py`` run on synthetic data; img/s from its log."""
     if stage == 2:
-        shapes = latent_shapes(plan.stage2)
-        lat = osp.join(work, 'latents')
+        data = osp.join(work, 'latents')
         classes = 8 if plan.dry else 1000
-        write_latent_shards(lat, shapes, plan.iters2 * plan.batch2, classes)
+        write_latent_shards(data, latent_shapes(plan.stage2),
+                            plan.iters2 * plan.batch2, classes)
         batch, config = plan.batch2, plan.stage2
-        body = (f'train_dataloader = dict(batch_size={batch}, dataset=dict('
-                f'data_root={lat!r}, use_flip=False))\n')
+        body = train_data_body(2, data, batch, plan.dry)
         if plan.dry:
             body += f'model = dict(compile={plan.compile!r})\n'
     else:
-        images = osp.join(work, 'jpegs')
-        size, crop, resize = ((80, 60), 64, 72) if plan.dry else \
-            ((500, 375), 256, 384)
-        write_jpegs(images, plan.iters1 * plan.batch1, size)
+        data = osp.join(work, 'jpegs')
+        write_jpegs(data, plan.iters1 * plan.batch1,
+                    image_sizes(plan.dry)[0])
         batch, config = plan.batch1, plan.stage1
-        body = (
-            f'train_dataloader = dict(batch_size={batch}, dataset=dict('
-            f"_delete_=True, type='ImageNetDataset', data_root={images!r}, "
-            f"split='train', transform=dict(type='RAETrainCrop', "
-            f'resize={resize}, crop={crop})))\n'
-            'model = dict(disc_start=0, gan_start=0, tokenizer=dict('
-            'encoder=dict(pretrained=False)), discriminator=dict('
-            'pretrained=False), perceptual_loss=dict(pretrained_trunk='
-            'False)' + (f', compile={plan.compile!r}' if plan.dry else '')
-            + ')\n')
-    body += (
-        'val_dataloader = None\nval_cfg = None\nval_evaluator = None\n'
-        'train_cfg = dict(max_epochs=1, val_interval=1000)\n'
-        f'default_hooks = dict(logger=dict(interval={plan.log_interval}), '
-        'checkpoint=dict(interval=1000, save_last=False))\n'
-        f'log_processor = dict(window_size={plan.log_interval})\n')
+        body = train_data_body(1, data, batch, plan.dry) + \
+            stage1_model_body(extra=f'compile={plan.compile!r}'
+                              if plan.dry else '')
+    body += no_eval_body(1, 1000, plan.log_interval, 1000)
     cfg = override_config(osp.join(work, f'stage{stage}.py'), config, body)
     cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), cfg,
            '--work-dir', osp.join(work, f'wd{stage}'), '--compile']
