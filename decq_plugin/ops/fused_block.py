@@ -101,7 +101,7 @@ class FusedAdaLNBlock(AdaLNBlock):
             q, k, v = fused.rope_qkv(qkv, cos, sin).unbind(0)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        out = attend(q, k, v, attn.split_at)
+        out = attend(q, k, v, attn.split_at, attn.sdpa_order)
         return attn.proj(out.transpose(1, 2).reshape(b, n, d))
 
 

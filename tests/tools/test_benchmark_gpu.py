@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fake_rae_code import fake_rae_src
 
 TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'analysis' / \
     'benchmark_gpu.py'
@@ -72,43 +73,17 @@ def test_dry_run_of_every_part(tmp_path):
     assert 'failed' not in table
 
 
-FAKE_RAE_DDT = '''
-import torch
-from torch import nn
-
-
-class DiTwDDTHead(nn.Module):
-    def __init__(self, input_size, patch_size, in_channels, hidden_size,
-                 depth, num_heads, **kwargs):
-        super().__init__()
-        self.kwargs = kwargs
-        self.proj = nn.Conv2d(in_channels, in_channels, 1)
-        self.table = torch.zeros(1)  # made on the CPU, like the real code
-
-    def forward(self, x, t, y):
-        return self.proj(x) * (1 + t.view(-1, 1, 1, 1))
-'''
-
-
 def test_rae_code_row_uses_the_given_source(tmp_path):
     """--rae-src puts the public code's model beside ours, built with the
     recipe's flags and timed with the same step (a stand-in module here:
     the real code is not shipped)."""
-    models = tmp_path / 'src' / 'stage2' / 'models'
-    models.mkdir(parents=True)
-    for folder in (models.parent, models):
-        (folder / '__init__.py').write_text('')
-    (models / 'DDT.py').write_text(FAKE_RAE_DDT)
-    results = bench.main(['--dry-run', '--parts', 'matmul,headline',
-                          '--headline-rows', 'rae-code', '--rae-src',
-                          str(tmp_path / 'src'), '--out-dir',
-                          str(tmp_path / 'out')])
+    with fake_rae_src(tmp_path) as src:
+        results = bench.main(['--dry-run', '--parts', 'matmul,headline',
+                              '--headline-rows', 'rae-code', '--rae-src',
+                              src, '--out-dir', str(tmp_path / 'out')])
     row, = results['headline']
     assert row['what'].startswith('public RAE code'), row
     assert row['img_s'] > 0 and row['cfg_forward_img_s_per_nfe'] > 0
-    sys.modules.pop('stage2.models.DDT', None)
-    sys.modules.pop('stage2.models', None)
-    sys.modules.pop('stage2', None)
 
 
 def test_dry_run_of_the_stability_mode(tmp_path):

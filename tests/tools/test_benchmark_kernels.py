@@ -29,9 +29,9 @@ def test_dry_run_measures_every_op_and_variant(tmp_path, monkeypatch):
     splits = set()
     real_attend = layers.attend
 
-    def attend_spy(q, k, v, split_at=0):
+    def attend_spy(q, k, v, split_at=0, order=None):
         splits.add((q.shape[2], split_at))
-        return real_attend(q, k, v, split_at)
+        return real_attend(q, k, v, split_at, order)
 
     recomputed = []
     real_checkpoint = fused_block.checkpoint
@@ -93,3 +93,46 @@ def test_unknown_part_is_refused(capsys):
     with pytest.raises(SystemExit):
         tool.parse_args(['--variants', 'decq', '--profile-variants', 'rae'])
     assert "['rae'] not in --variants" in capsys.readouterr().err
+
+
+def test_rae_code_variant_runs_the_given_source_in_the_same_table(tmp_path):
+    """``rae-code`` times the public code's model (a stand-in here) in the
+    same command as the DiT-DH rows, and the cuDNN-first default and the
+    ``torch`` order reach the model."""
+    import pytest
+    from fake_rae_code import fake_rae_src
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--variants', 'rae-code'])
+    with fake_rae_src(tmp_path) as src:
+        result = tool.main(['--dry-run', '--parts', 'step', '--iters', '1',
+                            '--variants', 'rae-code,rae:torch,rae',
+                            '--profile-variants', 'rae-code',
+                            '--rae-src', src, '--out-dir',
+                            str(tmp_path / 'out')])
+    rows = {r['variant']: r for r in result['step']}
+    assert list(rows) == ['rae-code', 'rae:torch', 'rae']
+    for row in rows.values():
+        assert 'error' not in row, row
+        assert row['img_s'] > 0
+    assert rows['rae-code']['cfg_forward_img_s_per_nfe'] > 0
+    assert 'kernels' in rows['rae-code']
+    table = (tmp_path / 'out' / 'benchmark_kernels.md').read_text()
+    assert '| rae-code | 4 |' in table
+
+
+def test_sdpa_options_set_the_model_order(monkeypatch):
+    from decq_plugin.benchmark.gpu import dit_variants
+    built = []
+
+    def spy(*args, **kwargs):
+        built.append(kwargs['attention_backends'])
+        raise RuntimeError('stop after the build arguments')
+
+    monkeypatch.setattr(dit_variants, 'build_dit', spy)
+    for spec in ('decq', 'decq:flash', 'decq:torch', 'rae:efficient'):
+        try:
+            dit_variants.run_dit_variant(dit_variants.parse_variant(spec),
+                                         None, 1, False)
+        except RuntimeError:
+            pass
+    assert built == [True, 'flash', 'torch', 'efficient']

@@ -18,7 +18,10 @@ Parts (``--parts``):
   in ``FusedAdaLNBlock``, ``fp8`` converts the large linears to torchao's
   float8 training, see decq_plugin/models/fp8.py), at ``--step-batch``:
   img/s, peak memory; ``--profile-variants`` adds the kernel-class table
-  (``torch.profiler``, two steps) and the CFG forward of those variants;
+  (``torch.profiler``, two steps) and the CFG forward of those variants.
+  The variant ``rae-code`` is the public RAE code's DiT-DH-XL (its ``src/``
+  given by ``--rae-src``, compiled whole as its trainer does) in the same
+  step and process, the baseline of the speed targets;
 * ``attention``: SDPA forward + backward at the body's and the head's
   shapes: RAE mode's 256 tokens, DecQ mode's 264 in one call and split
   after the patches (``qsplit``), cuDNN and flash.
@@ -53,7 +56,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--batch', type=int, default=256,
                    help='batch of the isolated ops (tokens: batch x 264)')
     p.add_argument('--variants', default='decq,decq:fused,rae,rae:fused',
-                   help='train-step variants (profile_gpu.py syntax)')
+                   help='train-step variants (profile_gpu.py syntax); '
+                   '"rae-code": the public RAE code\'s model (needs '
+                   '--rae-src)')
+    p.add_argument('--rae-src', default=None,
+                   help="the public RAE code's src/ folder (for the "
+                   'rae-code variant; not shipped)')
     p.add_argument('--profile-variants', default='',
                    help='variants (of --variants) that also get the kernel '
                    'table and the CFG forward')
@@ -70,6 +78,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = set(args.parts.split(',')) - set(PARTS)
     if unknown:
         p.error(f'--parts: unknown {sorted(unknown)}; choose from {PARTS}')
+    if 'rae-code' in args.variants.split(',') and not args.rae_src:
+        p.error('--variants rae-code needs --rae-src (the public RAE '
+                "code's src/ folder)")
     stray = set(filter(None, args.profile_variants.split(','))) - set(
         args.variants.split(','))
     if stray:
@@ -127,7 +138,8 @@ def main(argv=None) -> dict:
 
     from decq_plugin.benchmark.gpu import Plan, env_info
     from decq_plugin.benchmark.gpu.dit_variants import (parse_variant,
-                                                        run_dit_variant)
+                                                        run_dit_variant,
+                                                        run_rae_code)
     from decq_plugin.benchmark.gpu.kernel_bench import (bench_attention,
                                                         bench_ops)
     from decq_plugin.benchmark.gpu.provenance import provenance
@@ -151,10 +163,14 @@ def main(argv=None) -> dict:
     if 'step' in parts:
         profiled = set(filter(None, args.profile_variants.split(',')))
         for spec in args.variants.split(','):
-            var = parse_variant(spec)
             try:
-                row = run_dit_variant(var, plan, args.iters,
-                                      with_profile=spec in profiled)
+                if spec == 'rae-code':
+                    row = run_rae_code(plan, args.rae_src, args.iters,
+                                       with_profile=spec in profiled)
+                else:
+                    row = run_dit_variant(parse_variant(spec), plan,
+                                          args.iters,
+                                          with_profile=spec in profiled)
             except Exception as err:  # keep the other variants' numbers
                 row = dict(variant=spec,
                            error=f'{type(err).__name__}: {err}'[:500])

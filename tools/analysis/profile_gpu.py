@@ -12,7 +12,8 @@ Parts (``--parts``, default all):
 * ``dit``: the hand-written DiT-DH-XL train step (flow matching, fused
   AdamW, clip 1.0, bf16, compiled regions) in variants (``--dit-variants``,
   ``MODE:OPTION+OPTION``; MODE ``rae`` or ``decq``; options ``default``,
-  ``cudnn``/``flash``/``efficient`` (SDPA backend first in priority),
+  ``cudnn``/``flash``/``efficient`` (SDPA backend first in priority;
+  ``DiTDH`` puts cuDNN first by default), ``torch`` (PyTorch's own order),
   ``budget=X`` (``model.compile``'s ``memory_budget``), ``ckpt=K``
   (recompute the first K body blocks), ``whole`` (compile the whole model
   instead of its blocks), ``bshd`` (token-major q/k/v layout into SDPA),

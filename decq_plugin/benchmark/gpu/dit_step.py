@@ -65,6 +65,22 @@ def rae_code_dit(plan: Plan, rae_src: str):
     return PatchOnlyVelocity(net).to(plan.device), ch, grid
 
 
+def time_rae_code(plan: Plan, rae_src: str, batch: int,
+                  ceiling: Optional[float], **kwargs) -> dict:
+    """:func:`time_dit` of the public RAE code's DiT-DH-XL, compiled whole
+    as its trainer compiles it; ``kwargs`` go to :func:`time_dit`."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    compile_kw = dict(backend='eager') if plan.dry else {}
+    model, ch, grid = rae_code_dit(plan, rae_src)
+    try:
+        return time_dit(plan, model, ch, grid, 0, batch,
+                        lambda m: torch.compile(m, **compile_kw), ceiling,
+                        **kwargs)
+    finally:
+        del model
+
+
 def random_latents(batch: int, ch: int, grid: int, q: int,
                    device: str) -> dict:
     """Standard normal ``{'patch': [B,C,g,g], 'query': [B,q,C]}``."""
@@ -210,14 +226,8 @@ def bench_headline(plan: Plan, ceiling: Optional[float],
         rows.append(dict(what=name, **row))
         print('headline', json.dumps(rows[-1]), flush=True)
     if rae_src and 'rae-code' in rows_wanted:
-        torch._dynamo.reset()
-        torch.manual_seed(0)
-        compile_kw = dict(backend='eager') if plan.dry else {}
         try:
-            model, ch, grid = rae_code_dit(plan, rae_src)
-            row = time_dit(plan, model, ch, grid, 0, plan.step_batch,
-                           lambda m: torch.compile(m, **compile_kw), ceiling)
-            del model
+            row = time_rae_code(plan, rae_src, plan.step_batch, ceiling)
         except Exception as err:
             row = dict(error=f'{type(err).__name__}: {err}'[:500])
         rows.append(dict(what='public RAE code DiTwDDTHead, torch.compile',

@@ -1,4 +1,6 @@
-"""Variants of the DiT-DH-XL train step (SDPA backend, memory budget,
+"""Variants of the DiT-DH-XL train step (SDPA backend tried first:
+``cudnn`` (``DiTDH``'s default), ``flash``, ``efficient``, or ``torch`` for
+PyTorch's own order; memory budget,
 activation checkpointing, whole-model compile, token-major attention,
 inductor options, the fused Triton kernels of :mod:`decq_plugin.ops`
 (all: ``fused``; a subset: ``fused=add_norm/swiglu``; none unless named,
@@ -8,9 +10,8 @@ float8 training of :mod:`decq_plugin.models.fp8`), the fused kernels'
 outputs recomputed in the backward (``recompute``: norms and SwiGLU;
 ``recompute=swiglu``: a subset; needs ``fused``), each through
 :func:`.dit_step.time_dit`."""
-import contextlib
 import json
-from typing import Callable, List, Optional
+from typing import Callable, List
 
 import torch
 
@@ -30,7 +31,7 @@ def parse_variant(spec: str) -> dict:
     for opt in filter(None, (opts or 'default').split('+')):
         if opt == 'default':
             continue
-        if opt in ('cudnn', 'flash', 'efficient'):
+        if opt in ('cudnn', 'flash', 'efficient', 'torch'):
             out['sdpa'] = opt
         elif opt.startswith('budget='):
             out['budget'] = float(opt.split('=', 1)[1])
@@ -65,19 +66,6 @@ def parse_variant(spec: str) -> dict:
     return out
 
 
-def sdpa_priority(name: Optional[str]):
-    """A context that puts one SDPA backend first (None: no change)."""
-    if name is None:
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    order = dict(cudnn=SDPBackend.CUDNN_ATTENTION,
-                 flash=SDPBackend.FLASH_ATTENTION,
-                 efficient=SDPBackend.EFFICIENT_ATTENTION)
-    first = order.pop(name)
-    return sdpa_kernel([first, *order.values(), SDPBackend.MATH],
-                       set_priority=True)
-
-
 def variant_compile(var: dict, dry: bool) -> Callable:
     """The function that compiles a model as variant ``var`` says."""
     from decq_plugin.models.compile_regions import (compile_module,
@@ -107,28 +95,40 @@ def run_dit_variant(var: dict, plan, iters: int, with_profile: bool) -> dict:
     torch.manual_seed(0)
     Attention.token_major = var['bshd']
     try:
-        with sdpa_priority(var['sdpa']):
-            model, ch, grid = build_dit(
-                plan, 'XL', var['queries'], grad_checkpoint=var['ckpt'],
-                fused_kernels=var['fused'] or False,
-                recompute_fused=var['recompute'])
-            if var['qsplit']:  # measured slower: an option of this tool only
-                for module in model.modules():
-                    if isinstance(module, Attention):
-                        module.split_at = model.num_patches
-            if var['fp8']:
-                from decq_plugin.models.fp8 import convert_to_fp8_training
-                convert_to_fp8_training(model)
-            out = time_dit(
-                plan, model, ch, grid, var['queries'], plan.batch2,
-                variant_compile(var, plan.dry), ceiling=None,
-                cfg_forward=with_profile, iters=iters,
-                profile=(lambda fn: profile_steps(fn, 2))
-                if with_profile else None)
-            del model
+        model, ch, grid = build_dit(
+            plan, 'XL', var['queries'], grad_checkpoint=var['ckpt'],
+            fused_kernels=var['fused'] or False,
+            recompute_fused=var['recompute'],
+            attention_backends=var['sdpa'] or True)
+        if var['qsplit']:  # measured slower: an option of this tool only
+            for module in model.modules():
+                if isinstance(module, Attention):
+                    module.split_at = model.num_patches
+        if var['fp8']:
+            from decq_plugin.models.fp8 import convert_to_fp8_training
+            convert_to_fp8_training(model)
+        out = time_dit(
+            plan, model, ch, grid, var['queries'], plan.batch2,
+            variant_compile(var, plan.dry), ceiling=None,
+            cfg_forward=with_profile, iters=iters,
+            profile=(lambda fn: profile_steps(fn, 2))
+            if with_profile else None)
+        del model
     finally:
         Attention.token_major = False
     return dict(variant=var['name'], **out)
+
+
+def run_rae_code(plan, rae_src: str, iters: int, with_profile: bool) -> dict:
+    """The public RAE code's DiT-DH-XL (``src/`` at ``rae_src``) through
+    the same step as :func:`run_dit_variant`, compiled whole as its trainer
+    compiles it: the ``rae-code`` row."""
+    from .dit_step import time_rae_code
+    out = time_rae_code(plan, rae_src, plan.batch2, None,
+                        cfg_forward=with_profile, iters=iters,
+                        profile=(lambda fn: profile_steps(fn, 2))
+                        if with_profile else None)
+    return dict(variant='rae-code', **out)
 
 
 def bench_dit(plan, variants: List[str], iters: int) -> List[dict]:

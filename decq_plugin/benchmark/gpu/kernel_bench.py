@@ -9,7 +9,7 @@ cotangents) of ``eager`` (the reference expression), ``inductor``
 outputs, gradients, once each) and the bandwidth that implies.
 """
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -141,17 +141,18 @@ def bench_ops(batch: int, device: str, iters: int = 20,
     return rows
 
 
-def _attention_errors(qkv: List[torch.Tensor], split: int) -> dict:
-    """Largest |error| of ``attend`` (the active backend, inputs' dtype) on
-    the first two samples against float32 math attention: output and dq
-    for a fixed cotangent."""
+def _attention_errors(qkv: List[torch.Tensor], split: int,
+                      order: Optional[Sequence[str]] = None) -> dict:
+    """Largest |error| of ``attend`` (backends tried in ``order``, inputs'
+    dtype) on the first two samples against float32 math attention:
+    output and dq for a fixed cotangent."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from decq_plugin.models.diffusion.layers import attend
     small = [t[:2].detach().clone().requires_grad_(True) for t in qkv]
     ref_in = [t.detach().float().requires_grad_(True) for t in small]
     cot = torch.randn_like(ref_in[0])
-    out = attend(*small, split)
+    out = attend(*small, split, order)
     out.backward(cot.to(out.dtype))
     with sdpa_kernel([SDPBackend.MATH]):
         ref = attend(*ref_in, 0)
@@ -170,8 +171,8 @@ def bench_attention(batch: int, device: str, iters: int = 20,
     layers.attend`), per SDPA backend; median ms, and the largest error of
     the output and of the query gradient against float32 math attention
     (``out_err``, ``dq_err``)."""
-    from decq_plugin.benchmark.gpu.dit_variants import sdpa_priority
     from decq_plugin.models.diffusion.layers import attend
+    from decq_plugin.models.sdpa_order import resolve_order
     s = _shapes(batch, dry)
     patches = s['grid'] ** 2
     dtype = dict(device=device, dtype=torch.bfloat16)
@@ -188,11 +189,11 @@ def bench_attention(batch: int, device: str, iters: int = 20,
                 qkv = [torch.randn(s['b'], heads, n, d, **dtype)
                        for _ in range(3)]
                 try:
-                    with sdpa_priority(backend):
-                        ms, _ = _time_fwd_bwd(
-                            lambda q, k, v, at=split: attend(q, k, v, at),
-                            qkv, device, iters)
-                        row.update(_attention_errors(qkv, split))
+                    order = resolve_order(backend)
+                    ms, _ = _time_fwd_bwd(
+                        lambda q, k, v, at=split: attend(q, k, v, at, order),
+                        qkv, device, iters)
+                    row.update(_attention_errors(qkv, split, order))
                     row['ms'] = round(ms, 3)
                 except Exception as err:  # keep the other rows
                     row['error'] = f'{type(err).__name__}: {err}'[:300]

@@ -18,7 +18,7 @@ from .report import profile_markdown
 from .stage1_phases import bench_stage1
 
 PARTS = ('attention', 'dit', 'stage1')
-DIT_VARIANTS = ('rae:default', 'rae:cudnn', 'rae:budget=0.7', 'decq:default')
+DIT_VARIANTS = ('rae:default', 'rae:torch', 'rae:budget=0.7', 'decq:default')
 STAGE1_REGIONS = ('perceptual_loss.lpips', 'discriminator.heads')
 
 

@@ -60,8 +60,9 @@ from torch.utils.checkpoint import checkpoint
 
 from decq_plugin.registry import MODELS
 from ..pos_embed import sincos_2d
-from .layers import (AdaLNBlock, FinalNorm, LabelEmbedder, TimestepEmbedder,
-                     axial_rope_tables)
+from ..sdpa_order import resolve_order
+from .layers import (AdaLNBlock, Attention, FinalNorm, LabelEmbedder,
+                     TimestepEmbedder, axial_rope_tables)
 
 ARCH_KEYS = ('body_width', 'body_depth', 'body_heads', 'head_width',
              'head_depth', 'head_heads')
@@ -136,6 +137,13 @@ class DiTDH(nn.Module):
             ``RECOMPUTABLE``, or False (store all, the default). Less
             activation memory for a few memory-bound kernels more; blocks
             under ``grad_checkpoint`` recompute everything anyway.
+        attention_backends: the order in which the attention tries SDPA's
+            kernels (:func:`decq_plugin.models.sdpa_order.resolve_order`):
+            True (cuDNN first, the default: at DecQ mode's 264 tokens
+            PyTorch's own order picks the slower flash kernels), a name to
+            put first, a sequence of names, or None for PyTorch's order.
+            Values are the same to rounding; a kernel that cannot take a
+            call falls through to the next.
     """
 
     def __init__(self,
@@ -153,7 +161,9 @@ class DiTDH(nn.Module):
                  rope_theta: float = 10000.0,
                  grad_checkpoint: Union[bool, int] = False,
                  fused_kernels: Union[bool, Sequence[str]] = True,
-                 recompute_fused: Union[bool, Sequence[str]] = False
+                 recompute_fused: Union[bool, Sequence[str]] = False,
+                 attention_backends: Union[None, bool, str,
+                                           Sequence[str]] = True
                  ) -> None:
         super().__init__()
         cfg = _resolve_arch(arch)
@@ -249,6 +259,10 @@ class DiTDH(nn.Module):
                 self.register_buffer(f'{part}_rope_cos', cos, persistent=False)
                 self.register_buffer(f'{part}_rope_sin', sin, persistent=False)
         self._reset_parameters()
+        self.attention_backends = resolve_order(attention_backends)
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.sdpa_order = self.attention_backends
         self.fused_kernels = fused_kernels
         fused_ops = ()
         if fused_kernels:

@@ -5,12 +5,14 @@ the timestep / class-label embedders (the 2-D sin-cos table lives in
 Shapes: ``B`` batch, ``N`` tokens, ``D`` width, ``H`` heads, ``d`` head dim.
 """
 import math
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..sdpa_order import sdpa_order
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -110,7 +112,8 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (xf * cos + rotate_pairs(xf) * sin).to(x.dtype)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, split_at: int = 0) -> Tensor:
+def attend(q: Tensor, k: Tensor, v: Tensor, split_at: int = 0,
+           order: Optional[Sequence[str]] = None) -> Tensor:
     """Softmax attention of q, k, v [B, H, N, d] -> [B, H, N, d].
 
     ``split_at`` > 0 (and < N) runs the queries of tokens ``[:split_at]``
@@ -118,13 +121,17 @@ def attend(q: Tensor, k: Tensor, v: Tensor, split_at: int = 0) -> Tensor:
     but the first call's query length stays a multiple of the kernels'
     tiles (DecQ's 256 patches + 8 queries would otherwise pad 264 to the
     next tile).
+
+    ``order``: SDPA backends to try, in order (resolved names of
+    :mod:`decq_plugin.models.sdpa_order`); None keeps PyTorch's order.
     """
-    if 0 < split_at < q.shape[2]:
-        return torch.cat([
-            F.scaled_dot_product_attention(q[:, :, :split_at], k, v),
-            F.scaled_dot_product_attention(q[:, :, split_at:], k, v)],
-            dim=2)
-    return F.scaled_dot_product_attention(q, k, v)
+    with sdpa_order(order):
+        if 0 < split_at < q.shape[2]:
+            return torch.cat([
+                F.scaled_dot_product_attention(q[:, :, :split_at], k, v),
+                F.scaled_dot_product_attention(q[:, :, split_at:], k, v)],
+                dim=2)
+        return F.scaled_dot_product_attention(q, k, v)
 
 
 class Attention(nn.Module):
@@ -138,12 +145,16 @@ class Attention(nn.Module):
     the same values.
 
     ``split_at`` (instance attribute, 0: off) splits the queries into two
-    SDPA calls at that token (see :func:`attend`); DiT-DH sets it to its
-    patch count in DecQ mode.
+    SDPA calls at that token (see :func:`attend`).
+
+    ``sdpa_order`` (instance attribute, None: PyTorch's order) is the
+    order in which SDPA backends are tried (see :func:`attend`); DiT-DH
+    sets it from its ``attention_backends``.
     """
 
     token_major = False
     split_at = 0
+    sdpa_order = None
 
     def __init__(self, dim: int, num_heads: int,
                  qkv_bias: bool = True) -> None:
@@ -163,7 +174,7 @@ class Attention(nn.Module):
         if self.token_major:
             q, k, v = self._token_major_qkv(qkv, rope_cos, rope_sin)
             # No mask and head dims of 8k: SDPA takes the cuDNN/flash kernels.
-            x = attend(q, k, v, self.split_at)
+            x = attend(q, k, v, self.split_at, self.sdpa_order)
             return self.proj(x.transpose(1, 2).reshape(b, n, d))
         qkv = qkv.permute(2, 0, 3, 1, 4)  # [3, B, H, N, d]
         if rope_cos is not None:
@@ -172,7 +183,7 @@ class Attention(nn.Module):
             v = qkv[2]
         else:
             q, k, v = qkv.unbind(0)
-        x = attend(q, k, v, self.split_at)
+        x = attend(q, k, v, self.split_at, self.sdpa_order)
         return self.proj(x.transpose(1, 2).reshape(b, n, d))
 
     @staticmethod
